@@ -1,0 +1,58 @@
+# oomtuner — developer entry points. `make demo` runs the main job, `make test` runs the tests.
+# Both install what they need: the Python venv (.venv), and the lab's Go-built binaries, cached in
+# $OOMTUNER_CACHE (default ~/.cache/oomtuner) so only the first build is slow.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e crds check-crds clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the lab and tests use (installed only when missing).
+deps:
+	@bash hack/install-deps.sh
+
+lab-build: deps
+	bash hack/lab/build.sh
+
+lab-up: venv lab-build
+	$(VENV)/bin/oomtuner lab up
+
+lab-down: venv
+	$(VENV)/bin/oomtuner lab down
+
+lab-status: venv
+	$(VENV)/bin/oomtuner lab status
+
+demo: venv lab-build
+	$(PY) hack/demo.py
+
+crds: venv
+	$(VENV)/bin/oomtuner crds --output crds
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+test-e2e: venv lab-build
+	$(VENV)/bin/pytest tests/integration tests/e2e
+
+# The whole suite: unit, integration (real API server) and e2e (real operator on the lab, or on
+# kind when KUBECONFIG is set). One pytest run, so an empty selection can never pass silently.
+test: venv lab-build
+	$(VENV)/bin/pytest tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

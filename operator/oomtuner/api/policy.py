@@ -1,0 +1,155 @@
+"""The OOMPolicy custom resource: how far the operator may go in a namespace.
+
+Defaults live here as model defaults and are applied when the operator reads a policy. They are NOT
+written into the CRD schema, so the API server never rewrites the objects users apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from oomtuner.api import types
+
+GROUP = "oomtuner.dev"
+VERSION = "v1alpha1"
+KIND = "OOMPolicy"
+PLURAL = "oompolicies"
+
+
+class LabelSelectorRequirement(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    key: str = pydantic.Field(min_length=1)
+    operator: str = pydantic.Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$")
+    values: list[str] | None = None
+
+
+class LabelSelector(pydantic.BaseModel):
+    """A label selector on pod template labels, as metav1.LabelSelector."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    matchLabels: dict[str, str] | None = None
+    matchExpressions: list[LabelSelectorRequirement] | None = None
+
+
+class MemorySettings(pydantic.BaseModel):
+    """How a memory recommendation is computed (see DESIGN: bounded OOM bump)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    increaseFactor: float = pydantic.Field(
+        default=1.5,
+        gt=1,
+        le=10,
+        description="A Limit kill raises the limit to at least limit × increaseFactor. Must be > 1.",
+    )
+    minIncrease: types.Quantity = pydantic.Field(
+        default="64Mi", description="A Limit kill raises the limit by at least this much."
+    )
+    margin: float = pydantic.Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="Head-room over observed usage, as a fraction in [0, 1].",
+    )
+    maxLimit: types.Quantity | None = pydantic.Field(
+        default=None, description="Never recommend a limit above this. At the cap the phase is Capped."
+    )
+    requestPolicy: types.RequestPolicy = pydantic.Field(
+        default=types.RequestPolicy.KEEP_RATIO,
+        description="How the request follows a raised limit.",
+    )
+
+
+class PrometheusSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    lookback: types.Duration = pydantic.Field(
+        default="7d", description="How far back usage history is read, e.g. 24h or 7d."
+    )
+
+
+class OOMPolicySpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    selector: LabelSelector | None = pydantic.Field(
+        default=None,
+        description="Selects workloads by their pod template labels. Empty selects every workload.",
+    )
+    mode: types.Mode | None = pydantic.Field(
+        default=None,
+        description="Observe, Recommend or Auto. Unset means the operator's default mode.",
+    )
+    applyMethod: types.ApplyMethod = pydantic.Field(
+        default=types.ApplyMethod.ROLLOUT,
+        description="In Auto mode: Rollout patches the pod template; InPlace also resizes running pods.",
+    )
+    memory: MemorySettings = pydantic.Field(default_factory=MemorySettings)
+    cooldown: types.Duration = pydantic.Field(
+        default="10m", description="The least time between two patches of one workload."
+    )
+    prometheus: PrometheusSettings = pydantic.Field(default_factory=PrometheusSettings)
+
+
+class OOMPolicyStatus(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    observedGeneration: int | None = None
+    conditions: list[types.Condition] | None = None
+    matchedWorkloads: int | None = None
+
+
+class ObjectMeta(pydantic.BaseModel):
+    """The part of metadata the operator reads."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resourceVersion: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    creationTimestamp: str | None = None
+
+
+class OOMPolicy(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    apiVersion: str = f"{GROUP}/{VERSION}"
+    kind: str = KIND
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta)
+    spec: OOMPolicySpec = pydantic.Field(default_factory=OOMPolicySpec)
+    status: OOMPolicyStatus | None = None
+
+
+class InvalidPolicy(ValueError):
+    """A policy body the operator cannot use; the message names the object and the field."""
+
+
+def parse(body: Any, *, source: str = "") -> OOMPolicy:
+    """Parse an OOMPolicy body. Raises InvalidPolicy with a one-line, readable message."""
+    try:
+        policy = OOMPolicy.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise InvalidPolicy(_describe(exc, body=body, source=source)) from None
+    return policy
+
+
+def _describe(exc: pydantic.ValidationError, *, body: Any, source: str) -> str:
+    name = ""
+    if isinstance(body, dict):
+        meta = body.get("metadata") or {}
+        if isinstance(meta, dict):
+            ns, nm = meta.get("namespace"), meta.get("name")
+            name = f"{ns}/{nm}" if ns else str(nm or "")
+    where = source or f"OOMPolicy {name}".strip()
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        problems.append(f"{field}: {err['msg']}")
+    return f"{where}: " + "; ".join(problems)

@@ -1,0 +1,122 @@
+"""The OOMRecommendation custom resource: one per workload, with the evidence behind it.
+
+The operator is the only writer of `status`; users write `spec.approved` (or run `oomtuner
+approve`). Kills are kept in `status.kills`, newest last and capped at `MAX_KILLS`: their
+identities are how a kill is counted once, even across operator restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from oomtuner.api import policy, types
+
+GROUP = policy.GROUP
+VERSION = policy.VERSION
+KIND = "OOMRecommendation"
+PLURAL = "oomrecommendations"
+MAX_KILLS = 20
+
+
+class TargetRef(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    apiVersion: str = pydantic.Field(min_length=1)
+    kind: str = pydantic.Field(pattern=r"^(Deployment|StatefulSet|DaemonSet|ReplicaSet|CronJob|Job|Pod)$")
+    name: str = pydantic.Field(min_length=1)
+
+
+class OOMRecommendationSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    targetRef: TargetRef
+    approved: bool | None = pydantic.Field(
+        default=None, description="Set to true to apply this recommendation once."
+    )
+
+
+class Resources(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    request: types.Quantity | None = None
+    limit: types.Quantity | None = None
+
+
+class ContainerStatus(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    name: str
+    type: types.ContainerType = types.ContainerType.CONTAINER
+    current: Resources = pydantic.Field(default_factory=Resources)
+    recommended: Resources = pydantic.Field(default_factory=Resources)
+    classification: types.Classification = types.Classification.UNKNOWN
+    phase: types.Phase = types.Phase.PENDING
+    oomKills: int = 0
+    lastOOMAt: str | None = None
+    reason: str = ""
+    cappedBy: str | None = None
+
+
+class Kill(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    id: str = pydantic.Field(description="The kill's identity, used to count it once.")
+    pod: str
+    podUID: str | None = None
+    container: str
+    containerType: types.ContainerType = types.ContainerType.CONTAINER
+    node: str | None = None
+    at: str | None = None
+    restartCount: int = 0
+    limitAtKill: types.Quantity | None = None
+    requestAtKill: types.Quantity | None = None
+    qosClass: types.QOSClass | None = None
+    oomScoreAdj: int | None = None
+    classification: types.Classification = types.Classification.UNKNOWN
+    reason: str = ""
+    startedAt: str | None = None
+
+
+class OOMRecommendationStatus(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    phase: types.Phase | None = None
+    target: str | None = pydantic.Field(default=None, description="kind/name of the workload.")
+    totalKills: int = 0
+    current: str | None = pydantic.Field(default=None, description="Current memory, for display.")
+    recommended: str | None = pydantic.Field(default=None, description="Recommended memory, for display.")
+    containers: list[ContainerStatus] = pydantic.Field(default_factory=list)
+    kills: list[Kill] = pydantic.Field(default_factory=list)
+    policy: str | None = pydantic.Field(default=None, description="The OOMPolicy that applied, if any.")
+    mode: types.Mode | None = None
+    dataSource: str | None = pydantic.Field(
+        default=None, description="What the recommendation was computed from: kills only, or Prometheus."
+    )
+    appliedAt: str | None = None
+    appliedGeneration: int | None = pydantic.Field(
+        default=None, description="The spec generation whose approval was applied."
+    )
+    patch: str | None = pydantic.Field(default=None, description="The ready patch YAML, when not applied.")
+    conditions: list[types.Condition] = pydantic.Field(default_factory=list)
+    observedGeneration: int | None = None
+
+
+class OOMRecommendation(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    apiVersion: str = f"{GROUP}/{VERSION}"
+    kind: str = KIND
+    metadata: policy.ObjectMeta = pydantic.Field(default_factory=policy.ObjectMeta)
+    spec: OOMRecommendationSpec
+    status: OOMRecommendationStatus = pydantic.Field(default_factory=OOMRecommendationStatus)
+
+
+def name_for(*, kind: str, name: str) -> str:
+    """The recommendation's name for a workload: `<kind>-<name>` in lower case, at most 253 chars."""
+    return f"{kind}-{name}".lower()[:253]
+
+
+def parse(body: Any) -> OOMRecommendation:
+    return OOMRecommendation.model_validate(body)

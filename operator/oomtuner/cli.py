@@ -1,0 +1,263 @@
+"""The `oomtuner` command: run | report | explain | approve | crds | lab.
+
+Every command turns bad input into one line on stderr and exit code 2 (click's usage errors, and
+`InputError`s from the commands), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+import click
+
+from oomtuner import __version__, config, crdgen
+from oomtuner import explain as explain_mod
+
+logger = logging.getLogger("oomtuner")
+
+
+class _Fail(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"oomtuner: {self.format_message()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="oomtuner")
+def main() -> None:
+    """Explains and fixes OOM kills in a Kubernetes cluster."""
+
+
+# ---- crds ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=pathlib.Path),
+              default=pathlib.Path("crds"), show_default=True, help="Folder to write the CRD YAML into.")
+@click.option("--stdout", is_flag=True, help="Print the CRDs as one YAML stream instead.")
+def crds(output: pathlib.Path, stdout: bool) -> None:
+    """Write the CRDs generated from the API models."""
+    if stdout:
+        click.echo("---\n".join(crdgen.render().values()), nl=False)
+        return
+    for path in crdgen.write(output):
+        click.echo(f"wrote {path}", err=True)
+
+
+# ---- explain ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True,
+              help="A Pod or a v1 List of Pods, JSON or YAML; `-` reads stdin. Repeatable.")
+@click.option("--node-memory", help="The node's memory capacity (e.g. 16Gi), for oom_score_adj of Burstable pods.")
+@click.option("--policy", "policy_path", help="An OOMPolicy file whose memory settings apply.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def explain(paths: tuple[str, ...], node_memory: str | None, policy_path: str | None, output: str) -> None:
+    """Explain the OOM kills in pod files, offline."""
+    from oomtuner.domain import quantity
+
+    try:
+        memory = quantity.parse_bytes(node_memory) if node_memory is not None else None
+        if memory is not None and memory <= 0:
+            raise explain_mod.InputError(f"--node-memory: must be more than 0, got {node_memory!r}")
+        chosen = explain_mod.load_policy(policy_path) if policy_path else None
+        pods = [pod for path in paths for pod in explain_mod.load_pods(path)]
+    except quantity.QuantityError as exc:
+        raise _Fail(f"--node-memory: {exc}") from None
+    except explain_mod.InputError as exc:
+        raise _Fail(str(exc)) from None
+    result = explain_mod.explain(pods, node_memory=memory, chosen=chosen)
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(explain_mod.render_table(result), nl=False)
+
+
+# ---- cluster commands -----------------------------------------------------------------------------
+
+
+def _connect(kubeconfig: str | None, context: str | None) -> Any:
+    from oomtuner.kube import client
+
+    try:
+        return client.connect(kubeconfig=kubeconfig, context=context)
+    except client.NoCluster as exc:
+        raise _Fail(str(exc)) from None
+
+
+_kubeconfig = click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to the kubeconfig (default: $KUBECONFIG).")
+_context = click.option("--context", help="The kubeconfig context to use.")
+
+
+@main.command()
+@click.option("-n", "--namespace", help="Only this namespace (default: all namespaces).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True, help="Victims listed per node.")
+@_kubeconfig
+@_context
+def report(namespace: str | None, output: str, top: int, kubeconfig: str | None, context: str | None) -> None:
+    """Workloads with OOM kills, and who dies next on each node."""
+    from oomtuner import report as report_mod
+    from oomtuner.kube import api
+
+    cl = _connect(kubeconfig, context)
+    try:
+        result = report_mod.collect(cl, namespace=namespace, top=top)
+    except api.ApiError as exc:
+        raise _Fail(str(exc)) from None
+    except OSError as exc:
+        raise _Fail(f"cannot reach the API server: {exc}") from None
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(report_mod.render_table(result), nl=False)
+
+
+@main.command()
+@click.argument("ref", metavar="NAMESPACE/NAME")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the operator to act on it.")
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait.")
+@_kubeconfig
+@_context
+def approve(ref: str, wait: bool, timeout: float, kubeconfig: str | None, context: str | None) -> None:
+    """Approve an OOMRecommendation: the operator applies it once."""
+    from oomtuner.api import recommendation
+    from oomtuner.kube import api
+
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name:
+        raise _Fail(f"expected NAMESPACE/NAME, got {ref!r}")
+    cl = _connect(kubeconfig, context)
+    path = api.namespaced(group=recommendation.GROUP, version=recommendation.VERSION,
+                          plural=recommendation.PLURAL, namespace=namespace, name=name)
+    try:
+        body = cl.merge_patch(path, {"spec": {"approved": True}})
+    except api.NotFound:
+        raise _Fail(f"OOMRecommendation {namespace}/{name} not found") from None
+    except api.ApiError as exc:
+        raise _Fail(str(exc)) from None
+    generation = (body.get("metadata") or {}).get("generation")
+    click.echo(f"oomrecommendation {namespace}/{name} approved (generation {generation})")
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = cl.get(path)
+        status = current.get("status") or {}
+        if status.get("appliedGeneration") == generation:
+            cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Applied"), {})
+            click.echo(f"phase {status.get('phase')}: {cond.get('reason', '')}: {cond.get('message', '')}")
+            if cond.get("status") == "False":
+                sys.exit(1)
+            return
+        time.sleep(0.5)
+    raise _Fail(f"the operator did not act on {namespace}/{name} within {timeout:g}s (is it running?)")
+
+
+# ---- run ----------------------------------------------------------------------------------------
+
+
+def _setup_logging(settings: config.Settings, verbose: bool) -> None:
+    import kopf
+
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.FULL,
+        log_refkey="object" if fmt == "json" else None,
+    )
+    logging.getLogger().setLevel(settings.log_level.upper() if not verbose else "DEBUG")
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace. Repeatable.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace (the default without --namespace).")
+@click.option("--default-mode", type=click.Choice(["Observe", "Recommend", "Auto"]), help="Mode where no OOMPolicy applies.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics; 0 disables.")
+@click.option("--liveness-port", type=click.IntRange(0, 65535), help="Port of /healthz; 0 disables.")
+@click.option("--standalone", is_flag=True, default=None, help="No peering: for a single replica.")
+@click.option("--priority", type=int, help="Peering priority; give each replica its own.")
+@click.option("--prometheus-url", help="Prometheus base URL for usage history.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), help="auto: JSON when not on a terminal.")
+@click.option("-v", "--verbose", is_flag=True)
+@_kubeconfig
+@_context
+def run(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    default_mode: str | None,
+    metrics_port: int | None,
+    liveness_port: int | None,
+    standalone: bool | None,
+    priority: int | None,
+    prometheus_url: str | None,
+    log_format: str | None,
+    verbose: bool,
+    kubeconfig: str | None,
+    context: str | None,
+) -> None:
+    """Run the operator against the current cluster."""
+    import kopf
+
+    from oomtuner import handlers, reconcile
+    from oomtuner.prom import metrics
+
+    if namespaces and all_namespaces:
+        raise _Fail("--namespace and --all-namespaces exclude each other")
+    try:
+        settings = config.from_environ()
+    except config.SettingsError as exc:
+        raise _Fail(str(exc)) from None
+    overrides = {
+        "namespaces": list(namespaces) or (None if not all_namespaces else []),
+        "default_mode": default_mode,
+        "metrics_port": metrics_port,
+        "liveness_port": liveness_port,
+        "standalone": standalone,
+        "priority": priority,
+        "prometheus_url": prometheus_url,
+        "log_format": log_format,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = config.Settings.model_validate(settings.model_dump())
+    _setup_logging(settings, verbose)
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    cl = _connect(kubeconfig, context)
+    handlers.OPERATOR = reconcile.Operator(client=cl, settings=settings)
+    metrics.serve(settings.metrics_port)
+    logger.info(
+        "oomtuner %s starting: namespaces=%s default mode=%s metrics port=%s",
+        __version__, ",".join(settings.namespaces) or "*", settings.default_mode.value, settings.metrics_port,
+    )
+    kopf.run(
+        standalone=settings.standalone,
+        priority=settings.priority,
+        peering_name=settings.peering_name,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+    )
+
+
+def _attach_lab() -> None:
+    try:
+        from oomtuner.lab import commands as lab_commands
+    except ImportError:  # the lab is a development tool; the operator image may leave it out
+        return
+    main.add_command(lab_commands.lab)
+
+
+_attach_lab()

@@ -1,0 +1,89 @@
+"""The operator's settings: one typed object, loaded from `OOMTUNER_*` environment variables.
+
+Command-line flags of `oomtuner run` override the environment. Every attribute is documented here;
+the README's table is generated from the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import pydantic
+
+from oomtuner.api import types
+
+PREFIX = "OOMTUNER_"
+
+# Field managers whose ownership of a workload's resources the operator respects instead of taking
+# it over: GitOps controllers and Helm would put the old value back, so fighting them is pointless.
+DEFAULT_RESPECTED_MANAGERS = (
+    "helm",
+    "helm-controller",
+    "kustomize-controller",
+    "argocd-controller",
+    "argocd-application-controller",
+    "argo-cd",
+)
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    namespaces: list[str] = pydantic.Field(
+        default_factory=list, description="Namespaces to watch (OOMTUNER_NAMESPACES, comma-separated). Empty: all."
+    )
+    default_mode: types.Mode = pydantic.Field(
+        default=types.Mode.RECOMMEND, description="Mode where no OOMPolicy selects a workload (OOMTUNER_DEFAULT_MODE)."
+    )
+    prometheus_url: str | None = pydantic.Field(
+        default=None, description="Prometheus base URL for usage history (OOMTUNER_PROMETHEUS_URL)."
+    )
+    metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535, description="Port of /metrics (OOMTUNER_METRICS_PORT); 0 disables.")
+    liveness_port: int = pydantic.Field(default=8081, ge=0, le=65535, description="Port of /healthz (OOMTUNER_LIVENESS_PORT); 0 disables.")
+    log_format: str = pydantic.Field(
+        default="auto", pattern=r"^(auto|json|text)$", description="json, text, or auto: JSON when not on a terminal (OOMTUNER_LOG_FORMAT)."
+    )
+    log_level: str = pydantic.Field(default="INFO", description="OOMTUNER_LOG_LEVEL.")
+    cooldown: str = pydantic.Field(default="10m", description="Cooldown where no policy sets one (OOMTUNER_COOLDOWN).")
+    node_oom_window: str = pydantic.Field(
+        default="2m", description="How close a node's SystemOOM must be to a kill to call it a Node kill (OOMTUNER_NODE_OOM_WINDOW)."
+    )
+    respected_managers: list[str] = pydantic.Field(
+        default_factory=lambda: list(DEFAULT_RESPECTED_MANAGERS),
+        description="Field managers whose resources the operator never takes over (OOMTUNER_RESPECTED_MANAGERS).",
+    )
+    standalone: bool = pydantic.Field(default=False, description="Run without kopf peering (OOMTUNER_STANDALONE).")
+    peering_name: str = pydantic.Field(default="oomtuner", description="kopf peering object name (OOMTUNER_PEERING_NAME).")
+    priority: int = pydantic.Field(default=0, description="kopf peering priority; give each replica its own (OOMTUNER_PRIORITY).")
+    field_manager: str = pydantic.Field(default="oomtuner", description="Server-side apply field manager.")
+
+
+_LISTS = {"namespaces", "respected_managers"}
+_BOOLS = {"standalone"}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `OOMTUNER_*` variables. Raises SettingsError naming the variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field in Settings.model_fields:
+        raw = env.get(PREFIX + field.upper())
+        if raw is None or raw == "":
+            continue
+        if field in _LISTS:
+            values[field] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif field in _BOOLS:
+            values[field] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            values[field] = raw
+    try:
+        return Settings.model_validate(values)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        name = PREFIX + str(err["loc"][0]).upper() if err["loc"] else PREFIX
+        raise SettingsError(f"{name}: {err['msg']}") from None

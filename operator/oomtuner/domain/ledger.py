@@ -1,0 +1,113 @@
+"""The kill ledger kept in an OOMRecommendation's status: what was counted, so it is counted once.
+
+A kill's identity (`kills.OOMKill.identity`) is stored with it. The ledger keeps the newest
+`recommendation.MAX_KILLS`; a kill older than the oldest kept one, when the ledger is full, is taken
+as already counted, so an operator restart that replays old pod statuses cannot count it again.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Sequence
+
+from oomtuner.api import recommendation, types
+from oomtuner.domain import kills, quantity
+
+
+@dataclass(frozen=True)
+class Classified:
+    kill: kills.OOMKill
+    classification: types.Classification
+    reason: str
+
+
+def _iso(at: datetime.datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def to_record(item: Classified) -> recommendation.Kill:
+    k = item.kill
+    return recommendation.Kill(
+        id=k.identity,
+        pod=k.pod,
+        podUID=k.pod_uid,
+        container=k.container,
+        containerType=k.container_type,
+        node=k.node,
+        at=_iso(k.at),
+        startedAt=_iso(k.started_at),
+        restartCount=k.restart_count,
+        limitAtKill=quantity.format_bytes(k.limit_at_kill) if k.limit_at_kill is not None else None,
+        requestAtKill=quantity.format_bytes(k.request) if k.request is not None else None,
+        qosClass=k.qos_class,
+        oomScoreAdj=k.oom_score_adj,
+        classification=item.classification,
+        reason=item.reason,
+    )
+
+
+def _bytes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return quantity.parse_bytes(text)
+    except quantity.QuantityError:
+        return None
+
+
+def from_record(record: recommendation.Kill, *, namespace: str) -> Classified:
+    """Rebuild the domain kill from its stored record (for leak detection over the history)."""
+    kill = kills.OOMKill(
+        namespace=namespace,
+        pod=record.pod,
+        pod_uid=record.podUID or "",
+        container=record.container,
+        container_type=record.containerType,
+        node=record.node,
+        at=_parse_time(record.at),
+        started_at=_parse_time(record.startedAt),
+        restart_count=record.restartCount,
+        exit_code=137,
+        container_id=None,
+        request=_bytes(record.requestAtKill),
+        limit_at_kill=_bytes(record.limitAtKill),
+        qos_class=record.qosClass or types.QOSClass.BURSTABLE,
+        oom_score_adj=record.oomScoreAdj,
+        pod_memory_limit=None,
+    )
+    return Classified(kill=kill, classification=record.classification, reason=record.reason)
+
+
+def unseen(records: Sequence[recommendation.Kill], candidates: Sequence[kills.OOMKill], *, capacity: int = recommendation.MAX_KILLS) -> list[kills.OOMKill]:
+    """The candidates the ledger has not counted yet, oldest first, each once."""
+    known = {r.id for r in records}
+    watermark: datetime.datetime | None = None
+    if len(records) >= capacity:
+        times = [t for t in (_parse_time(r.at) for r in records) if t is not None]
+        watermark = min(times) if times else None
+    fresh: dict[str, kills.OOMKill] = {}
+    for k in candidates:
+        if k.identity in known or k.identity in fresh:
+            continue
+        if watermark is not None and k.at is not None and k.at <= watermark:
+            continue
+        fresh[k.identity] = k
+    return sorted(fresh.values(), key=lambda k: (k.at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc), k.identity))
+
+
+def append(records: Sequence[recommendation.Kill], added: Sequence[Classified], *, capacity: int = recommendation.MAX_KILLS) -> list[recommendation.Kill]:
+    """The ledger with `added` appended, newest last, trimmed to `capacity`."""
+    merged = list(records) + [to_record(a) for a in added]
+    return merged[-capacity:]

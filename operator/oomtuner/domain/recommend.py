@@ -1,0 +1,571 @@
+"""The bounded OOM bump: how much memory a container should get after being OOM-killed, and why.
+
+This is the default strategy of DESIGN "Recommendation". It is deliberately simple, explainable and
+bounded rather than clever: each recommendation carries the arithmetic that produced it as text, so a
+reader of the OOMRecommendation can check it.
+
+- A Limit kill raises the limit: max(L × increaseFactor, L + minIncrease, peak × (1 + margin)),
+  rounded up to a MiB; the request follows `requestPolicy`.
+- A Node kill raises the request towards what the container really uses, so the scheduler reserves
+  it, and gives a limit to a container that has none so it cannot take the node down again.
+- Caps (policy maxLimit, LimitRange max, ResourceQuota headroom, largest node allocatable) bound the
+  result; at a cap the phase is Capped and `capped_by` says which one.
+- Resources are never lowered, below either the current values or an earlier recommendation:
+  downsizing is another tool's job.
+- Three or more Limit kills at successively raised limits, each after a similar lifetime, or a steady
+  growth of the working set, make the phase SuspectedLeak: more memory only delays a leak.
+
+All arithmetic is exact (integers and fractions); the same inputs always give the same output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fractions
+import math
+import statistics
+from collections.abc import Sequence
+
+from oomtuner.api import policy, types
+from oomtuner.domain import classify, duration, kills, quantity
+
+DEFAULT_MIN_INCREASE = 64 * quantity.MIB
+# A Node-killed container without a limit gets one at this multiple of its request.
+NODE_LIMIT_TO_REQUEST = 2
+# Leak heuristics: kill lifetimes within ±50% of their median are "similar"; growth over the usage
+# window of at least 25% of the limit is a "steady positive slope".
+LEAK_MIN_KILLS = 3
+LEAK_LIFETIME_TOLERANCE = fractions.Fraction(1, 2)
+LEAK_GROWTH_SHARE = fractions.Fraction(1, 4)
+
+_EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """Observed memory use over a lookback window (e.g. from Prometheus). All values are optional.
+
+    `peak` and `p95` are working-set bytes; `slope_bytes_per_s` is the trend of the working set
+    between restarts over `window`.
+    """
+
+    peak: int | None = None
+    p95: int | None = None
+    slope_bytes_per_s: float | None = None
+    window: datetime.timedelta | None = None
+    source: str = "prometheus"
+
+
+@dataclasses.dataclass(frozen=True)
+class Caps:
+    """Upper bounds in bytes; None means no such bound.
+
+    - `policy_max_limit`: the OOMPolicy's maxLimit (the policy's `memory.maxLimit` counts as well);
+    - `limit_range_max`: the namespace LimitRange's max memory for a container; bounds request and
+      limit;
+    - `quota_headroom`: how much more memory limit the namespace's ResourceQuota leaves for this
+      container (the caller divides the quota's free room by the number of replicas); the limit may
+      grow by at most this much over its current value;
+    - `largest_node_allocatable`: a container asking for more than the largest node can give would
+      never be scheduled; bounds request and limit.
+    """
+
+    policy_max_limit: int | None = None
+    limit_range_max: int | None = None
+    quota_headroom: int | None = None
+    largest_node_allocatable: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerResources:
+    """A container's memory request and limit in bytes; None means not set."""
+
+    name: str
+    type: types.ContainerType
+    request: int | None
+    limit: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerRecommendation:
+    """What one container should get, with the evidence (`reason`) and the bound that stopped it."""
+
+    name: str
+    type: types.ContainerType
+    current: ContainerResources
+    request: int | None
+    limit: int | None
+    classification: types.Classification
+    phase: types.Phase
+    reason: str
+    capped_by: str | None
+    kills: int
+    last_oom_at: datetime.datetime | None
+
+
+def _fraction(value: float) -> fractions.Fraction:
+    """The decimal the user wrote (1.5, 0.15), not the binary float nearest to it."""
+    return fractions.Fraction(repr(value))
+
+
+def _ceil(value: fractions.Fraction) -> int:
+    return math.ceil(value)
+
+
+def _max_present(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _h(n: int) -> str:
+    return quantity.humanize(n)
+
+
+def _number(value: fractions.Fraction) -> str:
+    return f"{float(value):g}"
+
+
+def _min_increase(settings: policy.MemorySettings, notes: list[str]) -> int:
+    try:
+        value = quantity.parse_bytes(settings.minIncrease)
+    except quantity.QuantityError as exc:
+        notes.append(f"policy minIncrease ignored ({exc}); using {_h(DEFAULT_MIN_INCREASE)}")
+        return DEFAULT_MIN_INCREASE
+    return max(value, 0)
+
+
+def _limit_caps(
+    *, settings: policy.MemorySettings, caps: Caps, current: ContainerResources, notes: list[str]
+) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    if settings.maxLimit is not None:
+        try:
+            value = quantity.parse_bytes(settings.maxLimit)
+            found.append((value, f"policy maxLimit {_h(value)}"))
+        except quantity.QuantityError as exc:
+            notes.append(f"policy maxLimit ignored ({exc})")
+    if caps.policy_max_limit is not None:
+        found.append((caps.policy_max_limit, f"policy maxLimit {_h(caps.policy_max_limit)}"))
+    if caps.limit_range_max is not None:
+        found.append((caps.limit_range_max, f"LimitRange max {_h(caps.limit_range_max)}"))
+    if caps.quota_headroom is not None:
+        value = (current.limit or 0) + max(caps.quota_headroom, 0)
+        found.append((value, f"ResourceQuota headroom {_h(max(caps.quota_headroom, 0))}"))
+    if caps.largest_node_allocatable is not None:
+        found.append(
+            (caps.largest_node_allocatable, f"largest node allocatable {_h(caps.largest_node_allocatable)}")
+        )
+    return found
+
+
+def _request_caps(caps: Caps) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    if caps.limit_range_max is not None:
+        found.append((caps.limit_range_max, f"LimitRange max {_h(caps.limit_range_max)}"))
+    if caps.largest_node_allocatable is not None:
+        found.append(
+            (caps.largest_node_allocatable, f"largest node allocatable {_h(caps.largest_node_allocatable)}")
+        )
+    return found
+
+
+def _apply_caps(value: int, bounds: Sequence[tuple[int, str]]) -> tuple[int, str | None]:
+    """The value bounded by the smallest cap, and that cap's description if it bound (first on ties)."""
+    if not bounds:
+        return value, None
+    smallest = min(bounds, key=lambda bound: bound[0])
+    if value > smallest[0]:
+        return smallest[0], smallest[1]
+    return value, None
+
+
+def _suspected_leak(
+    classified: Sequence[tuple[kills.OOMKill, types.Classification]],
+    *,
+    usage: Usage | None,
+    base_limit: int | None,
+) -> str | None:
+    """Why a leak is suspected, or None.
+
+    (a) Kills classified Limit, taken in time order, the first one at each new limit: if the last
+    three or more were at strictly increasing limits and each instance lived a similar time (within
+    ±50% of the median lifetime), raising the limit did not help. (b) The working set grew by at
+    least 25% of the limit over the usage window. Kills without startedAt/finishedAt/limit cannot
+    take part in (a); (b) needs a slope, a window and a limit.
+    """
+    timed = sorted(
+        (
+            k
+            for k, c in classified
+            if c == types.Classification.LIMIT
+            and k.at is not None
+            and k.started_at is not None
+            and k.limit_at_kill is not None
+        ),
+        key=lambda k: (k.at or _EPOCH, k.identity),
+    )
+    steps: list[tuple[int, datetime.timedelta]] = []
+    for kill in timed:
+        assert kill.at is not None and kill.started_at is not None and kill.limit_at_kill is not None
+        if not steps or steps[-1][0] != kill.limit_at_kill:
+            steps.append((kill.limit_at_kill, kill.at - kill.started_at))
+    run = steps[-1:]
+    for step in reversed(steps[:-1]):
+        if step[0] < run[0][0]:
+            run.insert(0, step)
+        else:
+            break
+    if len(run) >= LEAK_MIN_KILLS:
+        lifetimes = [lifetime for _limit, lifetime in run]
+        micros = [fractions.Fraction(lifetime // datetime.timedelta(microseconds=1)) for lifetime in lifetimes]
+        median = statistics.median(micros)
+        if median > 0 and all(abs(m - median) <= median * LEAK_LIFETIME_TOLERANCE for m in micros):
+            limits = " → ".join(_h(limit) for limit, _lifetime in run)
+            times = ", ".join(duration.format(lifetime) for lifetime in lifetimes)
+            return (
+                f"suspected leak: {len(run)} Limit kills at successively raised limits {limits}, "
+                f"each after a similar lifetime ({times}); raising the limit only delays a leak"
+            )
+    if (
+        usage is not None
+        and usage.slope_bytes_per_s is not None
+        and usage.slope_bytes_per_s > 0
+        and usage.window is not None
+        and base_limit
+    ):
+        growth = fractions.Fraction(repr(usage.slope_bytes_per_s)) * fractions.Fraction(
+            repr(usage.window.total_seconds())
+        )
+        if growth >= LEAK_GROWTH_SHARE * base_limit:
+            per_hour = _ceil(fractions.Fraction(repr(usage.slope_bytes_per_s)) * 3600)
+            return (
+                f"suspected leak: the working set grows {_h(per_hour)}/h ({usage.source}), "
+                f"{_h(_ceil(growth))} over {duration.format(usage.window)}, at least 25% of the limit "
+                f"{_h(base_limit)}"
+            )
+    return None
+
+
+def _summary(classified: Sequence[tuple[kills.OOMKill, types.Classification]], classification: types.Classification) -> str:
+    count = len(classified)
+    limits = {k.limit_at_kill for k, _c in classified}
+    if len(limits) == 1:
+        (only,) = limits
+        at = f" at limit {_h(only)}" if only is not None else " without a memory limit"
+        return f"OOM-killed {count}×{at} ({classification.value})"
+    latest = _latest(classified)[0]
+    at = f"latest at limit {_h(latest.limit_at_kill)}" if latest.limit_at_kill is not None else "latest without a limit"
+    return f"OOM-killed {count}×, {at} ({classification.value})"
+
+
+def _latest(
+    classified: Sequence[tuple[kills.OOMKill, types.Classification]],
+) -> tuple[kills.OOMKill, types.Classification]:
+    return max(classified, key=lambda pair: (pair[0].at is not None, pair[0].at or _EPOCH, pair[0].identity))
+
+
+def recommend_container(
+    *,
+    current: ContainerResources,
+    kills: Sequence[kills.OOMKill],
+    settings: policy.MemorySettings,
+    usage: Usage | None = None,
+    caps: Caps = Caps(),
+    previous: ContainerRecommendation | None = None,
+    classifications: Sequence[types.Classification] | None = None,
+) -> ContainerRecommendation:
+    """Recommend memory for one container from its kills, the policy, usage and caps.
+
+    `kills` are this container's kills (others are ignored, by name). `classifications`, when given,
+    pairs one classification with each kill (as `classify.classify` found them with node events); when
+    omitted, each kill is classified from its own limits alone. The container's classification is its
+    most recent kill's. Unknown is handled as Limit when a limit is known, else as Node.
+
+    Limit: L = the larger of the current limit and the limits at the kills; newLimit = max(L × factor,
+    L + minIncrease, peak × (1 + margin)) rounded up to a MiB. The request follows requestPolicy:
+    KeepRatio (scaled with the limit, never below the current one; none stays none), EqualsLimit,
+    Unchanged, FromUsage (p95 × (1 + margin), never below the current one; without usage it falls back
+    to KeepRatio and says so).
+
+    Node: newRequest = max(R, peak × (1 + margin)); without usage, R is raised as a limit would be
+    (R × factor or R + minIncrease); with neither, it starts at minIncrease. A limit is never below the
+    request; a container without any limit gets one at 2 × the request (at least request +
+    minIncrease), unless a pod-level limit already bounds the pod.
+
+    Limit kill without any container limit (the pod-level limit was hit): the container's values do
+    not change; the reason says to raise the pod's limit.
+
+    Then caps (see `Caps`; the phase becomes Capped), then never-lower (at least the current values and
+    `previous`, which wins over a cap that is below them), then a request above the limit lifts the
+    limit. Leak suspicion sets the phase SuspectedLeak. No kills: nothing changes.
+    Raises ValueError if `classifications` does not pair up with `kills`.
+    """
+    if classifications is not None and len(classifications) != len(kills):
+        raise ValueError(f"{len(classifications)} classifications for {len(kills)} kills")
+    verdicts = (
+        list(classifications)
+        if classifications is not None
+        else [classify.classify(kill, node_ooms=())[0] for kill in kills]
+    )
+    mine = [(kill, verdict) for kill, verdict in zip(kills, verdicts) if kill.container == current.name]
+    notes: list[str] = []
+    if not mine:
+        return _finish(
+            current=current,
+            previous=previous,
+            request=current.request,
+            limit=current.limit,
+            classification=types.Classification.UNKNOWN,
+            notes=["no OOM kills recorded; nothing to change"],
+            capped_by=None,
+            leak=None,
+            mine=mine,
+        )
+
+    classification = _latest(mine)[1]
+    known_limit = _max_present(current.limit, *(kill.limit_at_kill for kill, _c in mine))
+    pod_limit = _max_present(*(kill.pod_memory_limit for kill, _c in mine))
+    path = classification
+    if path == types.Classification.UNKNOWN:
+        path = types.Classification.LIMIT if known_limit is not None else types.Classification.NODE
+    notes.append(_summary(mine, classification))
+    if classification == types.Classification.UNKNOWN:
+        notes.append(f"handled as {path.value}: {'a limit is set' if known_limit is not None else 'no limit is set'}")
+
+    factor = _fraction(settings.increaseFactor)
+    margin = _fraction(settings.margin)
+    min_increase = _min_increase(settings, notes)
+    peak = usage.peak if usage is not None else None
+    p95 = usage.p95 if usage is not None else None
+    limit_bounds = _limit_caps(settings=settings, caps=caps, current=current, notes=notes)
+    request_bounds = _request_caps(caps)
+    capped_by: str | None = None
+
+    request: int | None
+    limit: int | None
+    if path == types.Classification.LIMIT and known_limit is None:
+        notes.append(
+            f"the pod-level memory limit {_h(pod_limit or 0)} was reached: raise the pod's "
+            "spec.resources.limits.memory; this container's own values stay as they are"
+        )
+        request, limit = current.request, current.limit
+    elif path == types.Classification.LIMIT:
+        assert known_limit is not None
+        base = known_limit
+        options = [
+            (f"limit {_h(base)} × {_number(factor)}", _ceil(base * factor)),
+            (f"limit {_h(base)} + minIncrease {_h(min_increase)}", base + min_increase),
+        ]
+        if peak is not None:
+            options.append((f"peak {_h(peak)} × {_number(1 + margin)}", _ceil(peak * (1 + margin))))
+        label, raw = max(options, key=lambda option: option[1])
+        wanted = quantity.round_up_mib(raw)
+        notes.append(f"{label} = {_h(wanted)}" + (" (rounded up to a MiB)" if wanted != raw else ""))
+        limit, capped_by = _apply_caps(wanted, limit_bounds)
+        if capped_by is not None:
+            notes.append(f"capped by {capped_by}")
+        request = _follow_limit(
+            policy_name=settings.requestPolicy,
+            current_request=current.request,
+            base_limit=base,
+            new_limit=limit,
+            p95=p95,
+            margin=margin,
+            notes=notes,
+        )
+        if request is not None and request > limit:
+            request = limit
+    else:
+        request, limit, capped_by = _node_bump(
+            current=current,
+            peak=peak,
+            margin=margin,
+            factor=factor,
+            min_increase=min_increase,
+            pod_limit=pod_limit,
+            limit_bounds=limit_bounds,
+            request_bounds=request_bounds,
+            notes=notes,
+        )
+
+    leak = _suspected_leak(mine, usage=usage, base_limit=known_limit or current.request)
+    return _finish(
+        current=current,
+        previous=previous,
+        request=request,
+        limit=limit,
+        classification=classification,
+        notes=notes,
+        capped_by=capped_by,
+        leak=leak,
+        mine=mine,
+    )
+
+
+def _follow_limit(
+    *,
+    policy_name: types.RequestPolicy,
+    current_request: int | None,
+    base_limit: int,
+    new_limit: int,
+    p95: int | None,
+    margin: fractions.Fraction,
+    notes: list[str],
+) -> int | None:
+    """The request after a limit bump, per requestPolicy (never below the current request)."""
+    if policy_name == types.RequestPolicy.FROM_USAGE:
+        if p95 is not None:
+            wanted = quantity.round_up_mib(_ceil(p95 * (1 + margin)))
+            result = _max_present(wanted, current_request)
+            assert result is not None
+            notes.append(f"request from usage: p95 {_h(p95)} × {_number(1 + margin)} = {_h(wanted)}")
+            return result
+        notes.append("no usage history for FromUsage: the request keeps its ratio to the limit instead")
+        policy_name = types.RequestPolicy.KEEP_RATIO
+    if policy_name == types.RequestPolicy.EQUALS_LIMIT:
+        notes.append(f"request equals the limit ({_h(new_limit)})")
+        return new_limit
+    if policy_name == types.RequestPolicy.UNCHANGED or current_request is None:
+        return current_request
+    scaled = quantity.round_up_mib(_ceil(fractions.Fraction(current_request * new_limit, base_limit)))
+    result = max(scaled, current_request)
+    if result != current_request:
+        notes.append(f"request keeps its ratio to the limit: {_h(current_request)} → {_h(result)}")
+    return result
+
+
+def _node_bump(
+    *,
+    current: ContainerResources,
+    peak: int | None,
+    margin: fractions.Fraction,
+    factor: fractions.Fraction,
+    min_increase: int,
+    pod_limit: int | None,
+    limit_bounds: Sequence[tuple[int, str]],
+    request_bounds: Sequence[tuple[int, str]],
+    notes: list[str],
+) -> tuple[int | None, int | None, str | None]:
+    """The request (and limit) after a Node kill, with the cap that bound, if any."""
+    have = current.request
+    if peak is not None:
+        from_usage = quantity.round_up_mib(_ceil(peak * (1 + margin)))
+        wanted = max(from_usage, have or 0)
+        if have is not None and from_usage <= have:
+            notes.append(
+                f"peak {_h(peak)} × {_number(1 + margin)} = {_h(from_usage)} fits in the request {_h(have)}: "
+                "this container was a victim, not the cause"
+            )
+        else:
+            notes.append(f"request from usage: peak {_h(peak)} × {_number(1 + margin)} = {_h(from_usage)}")
+    elif have:
+        by_factor, by_step = _ceil(have * factor), have + min_increase
+        wanted = quantity.round_up_mib(max(by_factor, by_step))
+        how = f"× {_number(factor)}" if by_factor >= by_step else f"+ minIncrease {_h(min_increase)}"
+        notes.append(f"no usage history: request {_h(have)} {how} = {_h(wanted)}")
+    else:
+        wanted = quantity.round_up_mib(min_increase)
+        notes.append(f"no request and no usage history: request starts at minIncrease {_h(wanted)}")
+
+    capped_by: str | None = None
+    request, capped_by = _apply_caps(wanted, request_bounds)
+    limit: int | None
+    if current.limit is not None:
+        limit = max(current.limit, request)
+        if limit != current.limit:
+            notes.append(f"limit raised to the request ({_h(limit)})")
+    elif pod_limit is not None:
+        limit = None
+        notes.append(f"no container limit added: the pod-level limit {_h(pod_limit)} already bounds the pod")
+    else:
+        proposed = quantity.round_up_mib(max(NODE_LIMIT_TO_REQUEST * request, request + min_increase))
+        limit = proposed
+        notes.append(
+            f"no memory limit: recommending {_h(proposed)} ({NODE_LIMIT_TO_REQUEST} × request) so it can no "
+            "longer take the node down"
+        )
+    if limit is not None:
+        limit, limit_capped = _apply_caps(limit, limit_bounds)
+        capped_by = capped_by or limit_capped
+        if request > limit:
+            request = limit
+    if capped_by is not None:
+        notes.append(f"capped by {capped_by}")
+    return request, limit, capped_by
+
+
+def _finish(
+    *,
+    current: ContainerResources,
+    previous: ContainerRecommendation | None,
+    request: int | None,
+    limit: int | None,
+    classification: types.Classification,
+    notes: list[str],
+    capped_by: str | None,
+    leak: str | None,
+    mine: Sequence[tuple[kills.OOMKill, types.Classification]],
+) -> ContainerRecommendation:
+    """Apply never-lower and request ≤ limit, pick the phase, and assemble the result."""
+    wanted_request, wanted_limit = request, limit
+    request = _max_present(request, current.request, previous.request if previous else None)
+    limit = _max_present(limit, current.limit, previous.limit if previous else None)
+    if limit is not None and wanted_limit is not None and limit > wanted_limit:
+        notes.append(f"keeping the limit at {_h(limit)}: resources are never lowered")
+    elif request is not None and wanted_request is not None and request > wanted_request:
+        notes.append(f"keeping the request at {_h(request)}: resources are never lowered")
+    if limit is not None and request is not None and request > limit:
+        limit = request
+        notes.append(f"limit raised to the request ({_h(limit)})")
+    if leak is not None:
+        notes.append(leak)
+        phase = types.Phase.SUSPECTED_LEAK
+    elif capped_by is not None:
+        phase = types.Phase.CAPPED
+    else:
+        phase = types.Phase.PENDING
+    times = [kill.at for kill, _c in mine if kill.at is not None]
+    return ContainerRecommendation(
+        name=current.name,
+        type=current.type,
+        current=current,
+        request=request,
+        limit=limit,
+        classification=classification,
+        phase=phase,
+        reason="; ".join(notes),
+        capped_by=capped_by,
+        kills=len(mine),
+        last_oom_at=max(times) if times else None,
+    )
+
+
+def overall_phase(containers: Sequence[ContainerRecommendation]) -> types.Phase:
+    """The workload's phase from its containers': SuspectedLeak over Capped over Pending.
+
+    An empty list is Pending. Applied, Conflict and Dismissed are decided by the caller, not here.
+    """
+    phases = {c.phase for c in containers}
+    for phase in (types.Phase.SUSPECTED_LEAK, types.Phase.CAPPED):
+        if phase in phases:
+            return phase
+    return types.Phase.PENDING
+
+
+def cooldown_remaining(
+    *, last_applied: datetime.datetime | None, cooldown: datetime.timedelta, now: datetime.datetime
+) -> datetime.timedelta:
+    """How long until the next patch is allowed; zero when none is left or nothing was applied.
+
+    A `last_applied` in the future (clock skew) never makes the wait longer than one cooldown.
+    """
+    if last_applied is None:
+        return datetime.timedelta(0)
+    remaining = last_applied + cooldown - now
+    return max(datetime.timedelta(0), min(remaining, cooldown))
+
+
+def needs_change(rec: ContainerRecommendation) -> bool:
+    """Whether the recommended request or limit differs from the container's current one."""
+    return rec.request != rec.current.request or rec.limit != rec.current.limit

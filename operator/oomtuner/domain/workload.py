@@ -1,0 +1,112 @@
+"""A workload as the operator sees it: its identity, its pod template and who manages it.
+
+Every kind (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, bare Pod) is reduced to
+the same shape, so recommending and patching need not know the kind. The pod template is parsed
+with the same model as a pod (`api.core`), which is what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from oomtuner.api import core, recommendation, types
+from oomtuner.domain import patch, quantity, recommend
+
+
+@dataclass(frozen=True)
+class Workload:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str | None
+    generation: int | None
+    annotations: Mapping[str, str]
+    template_labels: Mapping[str, str]
+    template_annotations: Mapping[str, str]
+    template: core.Pod
+    managed_fields: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @property
+    def ref(self) -> recommendation.TargetRef:
+        return recommendation.TargetRef(apiVersion=self.api_version, kind=self.kind, name=self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def patchable(self) -> bool:
+        return self.kind in patch.PATCHABLE
+
+    def containers(self) -> list[recommend.ContainerResources]:
+        """The template's containers with their memory request and limit, in bytes."""
+        return containers_of(self.template)
+
+
+def _memory(values: Mapping[str, Any] | None) -> int | None:
+    raw = (values or {}).get("memory")
+    if raw is None:
+        return None
+    try:
+        return quantity.parse_bytes(raw)
+    except quantity.QuantityError:
+        return None
+
+
+def containers_of(pod: core.Pod) -> list[recommend.ContainerResources]:
+    result: list[recommend.ContainerResources] = []
+    spec = pod.spec
+    for c in spec.initContainers or []:
+        kind = types.ContainerType.SIDECAR if c.restartPolicy == "Always" else types.ContainerType.INIT
+        result.append(_resources(c, kind))
+    for c in spec.containers or []:
+        result.append(_resources(c, types.ContainerType.CONTAINER))
+    return result
+
+
+def _resources(c: core.Container, kind: types.ContainerType) -> recommend.ContainerResources:
+    res = c.resources
+    requests = res.requests if res is not None else None
+    limits = res.limits if res is not None else None
+    return recommend.ContainerResources(name=c.name, type=kind, request=_memory(requests), limit=_memory(limits))
+
+
+def _template_of(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    if kind == "Pod":
+        return {"metadata": body.get("metadata") or {}, "spec": body.get("spec") or {}}
+    node: Any = body
+    for key in patch.TEMPLATE_PATH[kind]:
+        node = (node or {}).get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
+def from_body(body: Mapping[str, Any]) -> Workload:
+    """Build a Workload from a workload body that carries apiVersion and kind.
+
+    Raises core.InvalidObject when the template cannot be read.
+    """
+    kind = str(body.get("kind") or "")
+    meta = body.get("metadata") or {}
+    template = _template_of(kind, body)
+    tmeta = template.get("metadata") or {}
+    pod = core.parse_pod(
+        {
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), **tmeta},
+            "spec": template.get("spec") or {},
+        }
+    )
+    return Workload(
+        api_version=str(body.get("apiVersion") or ""),
+        kind=kind,
+        name=str(meta.get("name") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        uid=meta.get("uid"),
+        generation=meta.get("generation"),
+        annotations=dict(meta.get("annotations") or {}),
+        template_labels=dict(tmeta.get("labels") or {}),
+        template_annotations=dict(tmeta.get("annotations") or {}),
+        template=pod,
+        managed_fields=tuple(meta.get("managedFields") or ()),
+    )

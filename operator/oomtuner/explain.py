@@ -1,0 +1,204 @@
+"""`oomtuner explain`: the offline view of pods and their OOM kills, for people and for tools.
+
+Input is what `kubectl get pod -o json|yaml` prints: a Pod, a v1 List of Pods, or several YAML
+documents. The JSON output is a contract other tools depend on (see README); `-o table` is the
+view for people. Nothing here talks to a cluster: with no Node at hand, the node's memory comes
+from `--node-memory`, and without it a Burstable container's oom_score_adj is unknown (null).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import sys
+from typing import Any, Iterable, Sequence, TextIO
+
+import yaml
+
+from oomtuner.api import core, policy, types
+from oomtuner.domain import classify, kills, qos, quantity, recommend, workload
+
+
+class InputError(ValueError):
+    """Unreadable or invalid input; the message names the file and the problem."""
+
+
+def _documents(text: str, *, source: str) -> list[Any]:
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError(f"{source}: the file is empty")
+    try:
+        if stripped.startswith(("{", "[")):
+            return [json.loads(text)]
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{source}: not valid JSON or YAML: {first}") from None
+
+
+def read_text(path: str, *, stdin: TextIO | None = None) -> tuple[str, str]:
+    """(source name, text) of a path, or of stdin for `-`."""
+    if path == "-":
+        return "<stdin>", (stdin or sys.stdin).read()
+    try:
+        return path, pathlib.Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+def load_pods(path: str, *, stdin: TextIO | None = None) -> list[core.Pod]:
+    """Every Pod in the file; raises InputError for anything that is not a Pod or a List of them."""
+    source, text = read_text(path, stdin=stdin)
+    pods: list[core.Pod] = []
+    for doc in _documents(text, source=source):
+        pods.extend(_pods_of(doc, source=source))
+    if not pods:
+        raise InputError(f"{source}: no Pod found")
+    return pods
+
+
+def _pods_of(doc: Any, *, source: str) -> Iterable[core.Pod]:
+    if not isinstance(doc, dict):
+        raise InputError(f"{source}: expected a Pod or a List of Pods, got {type(doc).__name__}")
+    kind = doc.get("kind")
+    if kind in ("List", "PodList") or (kind is None and isinstance(doc.get("items"), list)):
+        items = doc.get("items")
+        if not isinstance(items, list):
+            raise InputError(f"{source}: {kind}.items must be a list")
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or item.get("kind", "Pod") != "Pod":
+                got = item.get("kind") if isinstance(item, dict) else type(item).__name__
+                raise InputError(f"{source}: items[{index}] is a {got}, not a Pod")
+            yield _parse(item, source=f"{source}: items[{index}]")
+        return
+    if kind != "Pod":
+        raise InputError(f"{source}: expected a Pod or a List of Pods, got kind {kind!r}")
+    yield _parse(doc, source=source)
+
+
+def _parse(body: dict[str, Any], *, source: str) -> core.Pod:
+    try:
+        return core.parse_pod(body)
+    except core.InvalidObject as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
+def load_policy(path: str) -> policy.OOMPolicy:
+    source, text = read_text(path)
+    docs = _documents(text, source=source)
+    if len(docs) != 1 or not isinstance(docs[0], dict) or docs[0].get("kind") != policy.KIND:
+        raise InputError(f"{source}: expected one OOMPolicy")
+    try:
+        parsed = policy.parse(docs[0], source=source)
+    except policy.InvalidPolicy as exc:
+        raise InputError(str(exc)) from None
+    mem = parsed.spec.memory
+    for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
+        if value is not None:
+            try:
+                quantity.parse_bytes(value)
+            except quantity.QuantityError as exc:
+                raise InputError(f"{source}: {field}: {exc}") from None
+    return parsed
+
+
+def _iso(at: datetime.datetime | None) -> str | None:
+    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
+
+
+def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPolicy | None) -> dict[str, Any]:
+    settings = chosen.spec.memory if chosen else policy.MemorySettings()
+    caps = recommend.Caps(policy_max_limit=quantity.parse_bytes(settings.maxLimit) if settings.maxLimit else None)
+    found = kills.kills_from_pod(pod, node_memory_capacity=node_memory)
+    by_container: dict[str, list[kills.OOMKill]] = {}
+    for k in found:
+        by_container.setdefault(k.container, []).append(k)
+    containers = []
+    resources = workload.containers_of(pod)
+    for ec in pod.spec.ephemeralContainers or []:
+        resources.append(recommend.ContainerResources(name=ec.name, type=types.ContainerType.EPHEMERAL, request=None, limit=None))
+    for res in resources:
+        mine = by_container.get(res.name, [])
+        verdicts = [classify.classify(k, node_ooms=[]) for k in mine]
+        rec_json = None
+        if mine:
+            rec = recommend.recommend_container(
+                current=res, kills=mine, classifications=[v[0] for v in verdicts], settings=settings, caps=caps
+            )
+            rec_json = {"memoryRequest": rec.request, "memoryLimit": rec.limit, "phase": rec.phase.value, "reason": rec.reason}
+        containers.append(
+            {
+                "name": res.name,
+                "type": res.type.value,
+                "memoryRequest": res.request,
+                "memoryLimit": res.limit,
+                "oomScoreAdj": qos.oom_score_adj(pod=pod, container_name=res.name, node_memory_capacity=node_memory),
+                "kills": [
+                    {
+                        "at": _iso(k.at),
+                        "restartCount": k.restart_count,
+                        "exitCode": k.exit_code,
+                        "classification": v[0].value,
+                        "limitAtKill": k.limit_at_kill,
+                        "reason": v[1],
+                    }
+                    for k, v in zip(mine, verdicts)
+                ],
+                "recommendation": rec_json,
+            }
+        )
+    return {
+        "namespace": pod.metadata.namespace,
+        "name": pod.metadata.name,
+        "node": pod.spec.nodeName,
+        "qosClass": qos.effective_qos_class(pod).value,
+        "containers": containers,
+    }
+
+
+def explain(pods: Sequence[core.Pod], *, node_memory: int | None, chosen: policy.OOMPolicy | None) -> dict[str, Any]:
+    return {"pods": [explain_pod(p, node_memory=node_memory, chosen=chosen) for p in pods]}
+
+
+def _q(value: int | None) -> str:
+    return quantity.humanize(value) if value is not None else "-"
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """The people's view: one block per pod, one row per container, then the evidence."""
+    lines: list[str] = []
+    for pod in result["pods"]:
+        lines.append(f"Pod {pod['namespace'] or '-'}/{pod['name']}  node={pod['node'] or '-'}  qos={pod['qosClass']}")
+        header = ("CONTAINER", "TYPE", "REQUEST", "LIMIT", "OOM_SCORE_ADJ", "KILLS", "CLASS", "RECOMMENDED", "PHASE")
+        rows = [header]
+        for c in pod["containers"]:
+            rec = c["recommendation"]
+            classes = sorted({k["classification"] for k in c["kills"]})
+            rows.append(
+                (
+                    c["name"],
+                    c["type"],
+                    _q(c["memoryRequest"]),
+                    _q(c["memoryLimit"]),
+                    "?" if c["oomScoreAdj"] is None else str(c["oomScoreAdj"]),
+                    str(len(c["kills"])),
+                    ",".join(classes) or "-",
+                    f"{_q(rec['memoryRequest'])}/{_q(rec['memoryLimit'])}" if rec else "-",
+                    rec["phase"] if rec else "-",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        for r in rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        for c in pod["containers"]:
+            for k in c["kills"]:
+                lines.append(f"  - {c['name']}: killed {k['at'] or 'at an unknown time'} (restart {k['restartCount']}): {k['classification']}: {k['reason']}")
+            if c["recommendation"]:
+                lines.append(f"  → {c['name']}: {c['recommendation']['reason']}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,90 @@
+"""kopf handlers: thin wiring from watch events to `reconcile.Operator`.
+
+Pods are watched with `@kopf.on.event` only, which stores nothing on the object: the operator never
+writes annotations, finalizers or anything else to pods. The same holds for Nodes and Events. Each
+handler hands the raw body to the Operator in a worker thread, so API calls never block the loop.
+Errors are counted and logged; kopf does not retry event handlers, and the next status update of
+the same pod (or the resume listing after a restart) brings the kill back, still uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from oomtuner import reconcile
+from oomtuner.api import policy, recommendation
+from oomtuner.prom import metrics
+
+logger = logging.getLogger(__name__)
+
+# Set by `oomtuner run` before kopf starts.
+OPERATOR: reconcile.Operator | None = None
+
+
+def _operator() -> reconcile.Operator:
+    if OPERATOR is None:
+        raise kopf.PermanentError("the operator state was not initialised (start it with `oomtuner run`)")
+    return OPERATOR
+
+
+async def _run(kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+        logger.exception("handling a %s failed", kind)
+        return None
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Nothing of kopf's bookkeeping on the objects the operator watches.
+    settings.persistence.progress_storage = kopf.MultiProgressStorage([])  # type: ignore[arg-type]
+    settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])  # type: ignore[arg-type]
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.batching.worker_limit = 64
+    settings.networking.request_timeout = 60
+
+
+def _oom_visible(body: Any, **_: Any) -> bool:
+    return reconcile.has_oom_status(body)
+
+
+@kopf.on.event("", "v1", "pods", when=_oom_visible)
+async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    await _run("pod", _operator().on_pod, dict(body))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    _operator().on_node(dict(body), deleted=type == "DELETED")
+
+
+def _node_oom(body: Any, **_: Any) -> bool:
+    return body.get("reason") in ("SystemOOM", "OOMKilling")
+
+
+@kopf.on.event("", "v1", "events", when=_node_oom)
+async def node_oom_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    await _run("event", _operator().on_event, dict(body))
+
+
+@kopf.on.event(policy.GROUP, policy.VERSION, policy.PLURAL)
+async def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    await _run("policy", _operator().on_policy, dict(body), deleted=type == "DELETED")
+
+
+@kopf.on.event(recommendation.GROUP, recommendation.VERSION, recommendation.PLURAL)
+async def recommendation_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        return
+    await _run("recommendation", _operator().on_recommendation, dict(body))

@@ -1,0 +1,194 @@
+"""A thin JSON client for the Kubernetes API, on top of the `kubernetes` package's ApiClient.
+
+The generated typed client turns every response into its own models; the operator parses bodies into
+its own pydantic models at the edge instead (`api.core`, `api.policy`, `api.recommendation`). So this
+module sends requests through `ApiClient` (which owns authentication, TLS and proxies from the
+kubeconfig or the in-cluster service account) and hands back plain dicts. It also counts requests
+per verb, which `bench/` reads.
+
+Every call is synchronous; async callers run it with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import urllib.parse
+from typing import Any, Mapping
+
+import kubernetes
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+REQUEST_COUNTS: collections.Counter[str] = collections.Counter()
+_COUNT_LOCK = threading.Lock()
+
+
+class ApiError(Exception):
+    """An error answer from the API server, with its status code and Status message."""
+
+    def __init__(self, *, status: int, reason: str, body: Mapping[str, Any] | None, method: str, path: str):
+        self.status = status
+        self.reason = reason
+        self.body: Mapping[str, Any] = body or {}
+        self.method = method
+        self.path = path
+        message = self.body.get("message") if isinstance(self.body, Mapping) else None
+        super().__init__(f"{method} {path}: {status} {message or reason}")
+
+    @property
+    def message(self) -> str:
+        msg = self.body.get("message")
+        return str(msg) if msg else self.reason
+
+    @property
+    def causes(self) -> list[Mapping[str, Any]]:
+        details = self.body.get("details") or {}
+        causes = details.get("causes") if isinstance(details, Mapping) else None
+        return list(causes or [])
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class Client:
+    """Sends JSON requests with the credentials of one ApiClient."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, timeout: float = 30.0):
+        self.api_client = api_client
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        """Send one request; returns the decoded JSON body. Raises NotFound, Conflict or ApiError."""
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": JSON, "Content-Type": content_type}
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=params,
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        payload: Any = None
+        if body is not None:
+            payload = json.dumps(body) if not isinstance(body, (str, bytes)) else body
+        with _COUNT_LOCK:
+            REQUEST_COUNTS[method] += 1
+        try:
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=self.timeout
+            )
+        except kubernetes.client.exceptions.ApiException as exc:
+            raise _error(status=exc.status or 0, reason=exc.reason or "", data=exc.body, method=method, path=path)
+        data = response.read()
+        if response.status >= 400:
+            raise _error(status=response.status, reason=response.reason or "", data=data, method=method, path=path)
+        if not data:
+            return {}
+        decoded = json.loads(data)
+        return decoded if isinstance(decoded, dict) else {"items": decoded}
+
+    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.request("GET", path, query=query)
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        """GET that returns None on 404."""
+        try:
+            return self.get(path)
+        except NotFound:
+            return None
+
+    def list(self, path: str, *, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """All items of a collection, following `continue` tokens page by page."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 500, **(query or {})}
+        while True:
+            page = self.get(path, query=params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token
+
+    def create(self, path: str, body: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        return self.request("POST", path, body=body, query={"dryRun": "All" if dry_run else None})
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", path, body=body)
+
+    def merge_patch(self, path: str, body: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        return self.request(
+            "PATCH", path, body=body, content_type=MERGE_PATCH, query={"dryRun": "All" if dry_run else None}
+        )
+
+    def apply(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Server-side apply. Raises Conflict (409) when another manager owns a field and not `force`."""
+        query = {
+            "fieldManager": field_manager,
+            "force": "true" if force else None,
+            "dryRun": "All" if dry_run else None,
+        }
+        return self.request("PATCH", path, body=json.dumps(body), content_type=APPLY_PATCH, query=query)
+
+    def delete(self, path: str) -> None:
+        try:
+            self.request("DELETE", path)
+        except NotFound:
+            pass
+
+
+def _error(*, status: int, reason: str, data: Any, method: str, path: str) -> ApiError:
+    body: Mapping[str, Any] | None = None
+    if data:
+        try:
+            decoded = json.loads(data)
+            body = decoded if isinstance(decoded, dict) else None
+        except (ValueError, TypeError):
+            body = {"message": str(data)[:500]}
+    cls = NotFound if status == 404 else Conflict if status == 409 else ApiError
+    return cls(status=status, reason=reason, body=body, method=method, path=path)
+
+
+def quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def namespaced(*, group: str, version: str, plural: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    """The REST path of a namespaced resource, its object, or a subresource."""
+    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+    if name is not None:
+        path += f"/{quote(name)}"
+        if sub:
+            path += f"/{sub}"
+    return path
+
+
+def cluster(*, group: str, version: str, plural: str, name: str | None = None) -> str:
+    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    path = f"{base}/{plural}"
+    return f"{path}/{quote(name)}" if name is not None else path

@@ -1,0 +1,168 @@
+"""Reading and writing the operator's own custom resources.
+
+An OOMRecommendation is created with only its spec and an ownerReference to the workload (so the
+garbage collector removes it with the workload); everything the operator learns goes through the
+status subresource. Status writes are optimistic: a PUT with the resourceVersion that was read, and
+on 409 the caller's change is re-applied to a fresh copy. Nothing read is ever dropped on a conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import pydantic
+
+from oomtuner.api import policy, recommendation, types
+from oomtuner.kube import api
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+
+
+def _rec_path(namespace: str, name: str | None = None, *, sub: str | None = None) -> str:
+    return api.namespaced(
+        group=recommendation.GROUP,
+        version=recommendation.VERSION,
+        plural=recommendation.PLURAL,
+        namespace=namespace,
+        name=name,
+        sub=sub,
+    )
+
+
+def _policy_path(namespace: str, name: str | None = None, *, sub: str | None = None) -> str:
+    return api.namespaced(
+        group=policy.GROUP, version=policy.VERSION, plural=policy.PLURAL, namespace=namespace, name=name, sub=sub
+    )
+
+
+def get_recommendation(client: api.Client, *, namespace: str, name: str) -> recommendation.OOMRecommendation | None:
+    """The recommendation, or None on 404."""
+    body = client.get_or_none(_rec_path(namespace, name))
+    return recommendation.parse(body) if body is not None else None
+
+
+def list_recommendations(client: api.Client, *, namespace: str | None = None) -> list[recommendation.OOMRecommendation]:
+    if namespace:
+        path = _rec_path(namespace)
+    else:
+        path = api.cluster(group=recommendation.GROUP, version=recommendation.VERSION, plural=recommendation.PLURAL)
+    result = []
+    for body in client.list(path):
+        try:
+            result.append(recommendation.parse(body))
+        except pydantic.ValidationError as exc:
+            meta = body.get("metadata") or {}
+            logger.warning("skipping unreadable OOMRecommendation %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+    return result
+
+
+def ensure_recommendation(
+    client: api.Client,
+    *,
+    namespace: str,
+    name: str,
+    target: recommendation.TargetRef,
+    owner_uid: str | None,
+    labels: dict[str, str] | None = None,
+) -> recommendation.OOMRecommendation:
+    """Get the recommendation, creating it (spec only) when it does not exist yet."""
+    existing = get_recommendation(client, namespace=namespace, name=name)
+    if existing is not None:
+        return existing
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "oomtuner", **(labels or {})},
+    }
+    if owner_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": target.apiVersion,
+                "kind": target.kind,
+                "name": target.name,
+                "uid": owner_uid,
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+        ]
+    body = {
+        "apiVersion": f"{recommendation.GROUP}/{recommendation.VERSION}",
+        "kind": recommendation.KIND,
+        "metadata": metadata,
+        "spec": {"targetRef": target.model_dump(exclude_none=True)},
+    }
+    try:
+        return recommendation.parse(client.create(_rec_path(namespace), body))
+    except api.Conflict:  # created meanwhile by another writer
+        found = get_recommendation(client, namespace=namespace, name=name)
+        if found is None:
+            raise
+        return found
+
+
+Mutation = Callable[[recommendation.OOMRecommendation], recommendation.OOMRecommendation | None]
+
+
+def update_recommendation_status(
+    client: api.Client,
+    *,
+    current: recommendation.OOMRecommendation,
+    mutate: Mutation,
+) -> recommendation.OOMRecommendation:
+    """Apply `mutate` to the status and write it; on a stale resourceVersion, re-read and retry.
+
+    `mutate` receives a deep copy and returns the new object, or None when nothing changes.
+    """
+    namespace = current.metadata.namespace or ""
+    name = current.metadata.name
+    obj = current
+    for _ in range(MAX_ATTEMPTS):
+        changed = mutate(obj.model_copy(deep=True))
+        if changed is None:
+            return obj
+        body = changed.model_dump(mode="json", exclude_none=True)
+        body["metadata"] = {"name": name, "namespace": namespace, "resourceVersion": obj.metadata.resourceVersion}
+        try:
+            return recommendation.parse(client.replace(_rec_path(namespace, name, sub="status"), body))
+        except api.Conflict:
+            fresh = get_recommendation(client, namespace=namespace, name=name)
+            if fresh is None:
+                raise
+            obj = fresh
+    raise RuntimeError(f"OOMRecommendation {namespace}/{name}: status kept changing under us")
+
+
+def list_policies(client: api.Client, *, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Raw OOMPolicy bodies: parsing (and reporting what is invalid) is the caller's job."""
+    if namespace:
+        return client.list(_policy_path(namespace))
+    return client.list(api.cluster(group=policy.GROUP, version=policy.VERSION, plural=policy.PLURAL))
+
+
+def write_policy_status(
+    client: api.Client,
+    *,
+    namespace: str,
+    name: str,
+    status: policy.OOMPolicyStatus,
+) -> None:
+    """Merge-patch the policy's status; 404 (deleted meanwhile) is ignored."""
+    body = {"status": status.model_dump(mode="json", exclude_none=True)}
+    try:
+        client.merge_patch(_policy_path(namespace, name, sub="status"), body)
+    except api.NotFound:
+        pass
+
+
+def condition(*, type_: str, ok: bool, reason: str, message: str, now: str, generation: int | None) -> types.Condition:
+    return types.Condition(
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        lastTransitionTime=now,
+        observedGeneration=generation,
+    )

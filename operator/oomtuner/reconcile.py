@@ -1,0 +1,623 @@
+"""What the operator does with what it watches: kills, node OOMs, policies and approvals.
+
+This is the application layer between the kopf handlers (which only route watch events here) and
+the domain and kube layers. Every method is synchronous and is run by the handlers in a worker
+thread, so the API calls it makes never block kopf's event loop. State that must survive a restart
+lives in the cluster (the recommendations' kill ledgers); the in-memory state here is a cache:
+- node capacity and recent node-wide OOMs, fed by the Node and Event watches;
+- the valid policies per namespace, fed by the OOMPolicy watch;
+- the identities of kills already handled, so a pod's repeated status updates cost nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from oomtuner import config
+from oomtuner.api import core, policy, recommendation, types
+from oomtuner.domain import classify, duration, kills, ledger, patch, quantity, recommend, selection, workload
+from oomtuner.kube import api, events, owners, patching, store
+from oomtuner.prom import metrics
+
+logger = logging.getLogger(__name__)
+
+SEEN_CAPACITY = 200_000
+NODE_OOM_MEMORY = 64
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso(at: datetime.datetime) -> str:
+    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class NodeInfo:
+    capacity: int | None = None
+    allocatable: int | None = None
+
+
+def has_oom_status(body: Mapping[str, Any]) -> bool:
+    """A cheap pre-filter on raw pod bodies: does any container status mention OOMKilled?
+
+    Runs on every pod event, before any parsing, so it only walks the status lists.
+    """
+    status = body.get("status") or {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for cs in status.get(key) or ():
+            for state_key in ("state", "lastState"):
+                term = ((cs or {}).get(state_key) or {}).get("terminated") or {}
+                if term.get("reason") == "OOMKilled":
+                    return True
+    return False
+
+
+class Operator:
+    """The operator's state and its reactions. One per process."""
+
+    def __init__(
+        self,
+        *,
+        client: api.Client,
+        settings: config.Settings,
+        clock: Callable[[], datetime.datetime] = utcnow,
+    ):
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+        self.nodes: dict[str, NodeInfo] = {}
+        self.node_ooms: dict[str, collections.deque[classify.NodeOOM]] = {}
+        self.policies: dict[str, dict[str, policy.OOMPolicy]] = collections.defaultdict(dict)
+        self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.node_oom_window = duration.parse(settings.node_oom_window)
+        self.default_cooldown = duration.parse(settings.cooldown)
+        self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self._phases: dict[str, types.Phase] = {}
+
+    # ---- caches fed by watches -------------------------------------------------------------
+
+    def on_node(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if deleted:
+            self.nodes.pop(name, None)
+            return
+        status = body.get("status") or {}
+        self.nodes[name] = NodeInfo(
+            capacity=_bytes((status.get("capacity") or {}).get("memory")),
+            allocatable=_bytes((status.get("allocatable") or {}).get("memory")),
+        )
+
+    def node_capacity(self, node: str | None) -> int | None:
+        """The node's memory capacity; reads the Node once when the watch has not seen it yet."""
+        if not node:
+            return None
+        info = self.nodes.get(node)
+        if info is None:
+            body = self.client.get_or_none(api.cluster(group="", version="v1", plural="nodes", name=node))
+            if body is None:
+                return None
+            self.on_node(body)
+            info = self.nodes.get(node)
+        return info.capacity if info else None
+
+    def on_event(self, body: Mapping[str, Any]) -> classify.NodeOOM | None:
+        """Record node-wide OOMs (kubelet SystemOOM, node-problem-detector OOMKilling)."""
+        reason = body.get("reason")
+        if reason not in ("SystemOOM", "OOMKilling"):
+            return None
+        try:
+            event = core.Event.model_validate(body)
+        except Exception as exc:  # a malformed Event is logged, never fatal
+            logger.warning("ignoring unreadable %s event: %s", reason, exc)
+            return None
+        found = classify.node_oom_from_event(event)
+        if found is None:
+            return None
+        queue = self.node_ooms.setdefault(found.node, collections.deque(maxlen=NODE_OOM_MEMORY))
+        if found not in queue:
+            queue.append(found)
+            logger.info("node %s ran out of memory at %s (%s)", found.node, iso(found.at), found.source)
+        return found
+
+    # ---- policies ----------------------------------------------------------------------------
+
+    def on_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        if deleted:
+            self.policies[namespace].pop(name, None)
+            return
+        now = iso(self.clock())
+        generation = meta.get("generation")
+        problem: str | None = None
+        parsed: policy.OOMPolicy | None = None
+        try:
+            parsed = policy.parse(body, source=f"OOMPolicy {namespace}/{name}")
+            problem = _semantic_problem(parsed)
+        except policy.InvalidPolicy as exc:
+            problem = str(exc)
+        if problem is not None or parsed is None:
+            self.policies[namespace].pop(name, None)
+            message = problem or "unreadable"
+            logger.warning("OOMPolicy %s/%s is invalid: %s", namespace, name, message)
+            condition = store.condition(type_="Valid", ok=False, reason="Invalid", message=message, now=now, generation=generation)
+            status = policy.OOMPolicyStatus(observedGeneration=generation, conditions=[condition], matchedWorkloads=0)
+        else:
+            self.policies[namespace][name] = parsed
+            matched = self._count_matched(namespace, parsed)
+            condition = store.condition(
+                type_="Valid", ok=True, reason="Valid", message="the policy is in effect", now=now, generation=generation
+            )
+            status = policy.OOMPolicyStatus(observedGeneration=generation, conditions=[condition], matchedWorkloads=matched)
+        old = (body.get("status") or {})
+        if _same_policy_status(old, status):
+            return
+        store.write_policy_status(self.client, namespace=namespace, name=name, status=status)
+        if problem is not None:
+            involved = {"apiVersion": f"{policy.GROUP}/{policy.VERSION}", "kind": policy.KIND, "name": name,
+                        "namespace": namespace, "uid": meta.get("uid")}
+            events.post(self.client, events.build(involved=involved, reason=events.Reason.POLICY_INVALID, message=problem, now=self.clock()))
+
+    def _count_matched(self, namespace: str, chosen: policy.OOMPolicy) -> int:
+        count = 0
+        for kind in ("Deployment", "StatefulSet", "DaemonSet", "CronJob"):
+            try:
+                bodies = self.client.list(owners.path_of(kind=kind, namespace=namespace))
+            except api.ApiError:
+                continue
+            for body in bodies:
+                try:
+                    wl = workload.from_body({**body, "kind": kind, "apiVersion": "v1"})
+                except core.InvalidObject:
+                    continue
+                if selection.choose(list(self.policies[namespace].values()), wl.template_labels) is chosen:
+                    count += 1
+        return count
+
+    # ---- kills -------------------------------------------------------------------------------
+
+    def on_pod(self, body: Mapping[str, Any]) -> int:
+        """Handle a pod's status. Returns how many kills were newly recorded."""
+        if not has_oom_status(body):
+            return 0
+        pod = core.parse_pod(body)
+        found = kills.kills_from_pod(pod, node_memory_capacity=self.node_capacity(pod.spec.nodeName))
+        fresh = [k for k in found if k.identity not in self.seen]
+        if not fresh:
+            return 0
+        target = owners.resolve(self.client, body)
+        key = f"{target.namespace}/{recommendation.name_for(kind=target.kind, name=target.name)}"
+        with self._locks[key]:
+            recorded = self._record(target, fresh)
+        with self._guard:
+            for k in fresh:
+                self.seen[k.identity] = None
+                self.seen.move_to_end(k.identity)
+            while len(self.seen) > SEEN_CAPACITY:
+                self.seen.popitem(last=False)
+        return recorded
+
+    def _policy_for(self, target: workload.Workload) -> policy.OOMPolicy | None:
+        return selection.choose(list(self.policies.get(target.namespace, {}).values()), target.template_labels)
+
+    def _classify(self, kill: kills.OOMKill) -> ledger.Classified:
+        ooms = list(self.node_ooms.get(kill.node or "", ()))
+        cls, reason = classify.classify(kill, node_ooms=ooms, window=self.node_oom_window)
+        return ledger.Classified(kill=kill, classification=cls, reason=reason)
+
+    def _record(self, target: workload.Workload, fresh: list[kills.OOMKill]) -> int:
+        chosen = self._policy_for(target)
+        mode = selection.effective_mode(chosen, default=self.settings.default_mode)
+        classified = [self._classify(k) for k in fresh]
+        now = self.clock()
+        if mode == types.Mode.OBSERVE:
+            for item in classified:
+                self._announce_kill(target, item)
+            return len(classified)
+        name = recommendation.name_for(kind=target.kind, name=target.name)
+        rec = store.ensure_recommendation(
+            self.client, namespace=target.namespace, name=name, target=target.ref, owner_uid=target.uid
+        )
+        added: list[ledger.Classified] = []
+        before_phase = rec.status.phase
+
+        def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
+            unseen = ledger.unseen(obj.status.kills, [c.kill for c in classified])
+            ids = {k.identity for k in unseen}
+            added[:] = [c for c in classified if c.kill.identity in ids]
+            if not added:
+                return None
+            obj.status.kills = ledger.append(obj.status.kills, added)
+            self._recompute(obj, target=target, chosen=chosen, mode=mode, added=added, now=now)
+            return obj
+
+        rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        if not added:
+            return 0
+        for item in added:
+            self._announce_kill(target, item)
+            if item.kill.at is not None:
+                metrics.DETECTION_LATENCY.observe(max(0.0, (self.clock() - item.kill.at).total_seconds()))
+        self._announce_recommendation(rec, target=target, before=before_phase)
+        if mode == types.Mode.AUTO and rec.status.phase in (types.Phase.PENDING, types.Phase.CAPPED):
+            self._apply(rec, target=target, chosen=chosen, trigger="auto")
+        return len(added)
+
+    def _caps(self, target: workload.Workload, chosen: policy.OOMPolicy | None) -> recommend.Caps:
+        settings = chosen.spec.memory if chosen else policy.MemorySettings()
+        allocatable = [n.allocatable for n in self.nodes.values() if n.allocatable]
+        return recommend.Caps(
+            policy_max_limit=_bytes(settings.maxLimit),
+            limit_range_max=self._limit_range_max(target.namespace),
+            quota_headroom=None,
+            largest_node_allocatable=max(allocatable) if allocatable else None,
+        )
+
+    def _limit_range_max(self, namespace: str) -> int | None:
+        try:
+            ranges = self.client.list(api.namespaced(group="", version="v1", plural="limitranges", namespace=namespace))
+        except api.ApiError as exc:
+            logger.warning("cannot read LimitRanges in %s: %s", namespace, exc)
+            return None
+        found: list[int] = []
+        for lr in ranges:
+            for item in (lr.get("spec") or {}).get("limits") or []:
+                if item.get("type") in ("Container", "Pod"):
+                    value = _bytes((item.get("max") or {}).get("memory"))
+                    if value is not None:
+                        found.append(value)
+        return min(found) if found else None
+
+    def _recompute(
+        self,
+        obj: recommendation.OOMRecommendation,
+        *,
+        target: workload.Workload,
+        chosen: policy.OOMPolicy | None,
+        mode: types.Mode,
+        added: list[ledger.Classified],
+        now: datetime.datetime,
+    ) -> None:
+        """Fill the recommendation's status from its kill ledger and the workload's current memory."""
+        settings = chosen.spec.memory if chosen else policy.MemorySettings()
+        namespace = target.namespace
+        history = [ledger.from_record(r, namespace=namespace) for r in obj.status.kills]
+        previous = {c.name: c for c in obj.status.containers}
+        caps = self._caps(target, chosen)
+        results: list[recommend.ContainerRecommendation] = []
+        statuses: list[recommendation.ContainerStatus] = []
+        for current in target.containers():
+            mine = [h for h in history if h.kill.container == current.name]
+            if not mine and current.name not in previous:
+                continue
+            result = recommend.recommend_container(
+                current=current,
+                kills=[h.kill for h in mine],
+                classifications=[h.classification for h in mine],
+                settings=settings,
+                caps=caps,
+            )
+            results.append(result)
+            before = previous.get(current.name)
+            total = (before.oomKills if before else 0) + sum(1 for a in added if a.kill.container == current.name)
+            last = max((h.kill.at for h in mine if h.kill.at is not None), default=None)
+            statuses.append(
+                recommendation.ContainerStatus(
+                    name=current.name,
+                    type=current.type,
+                    current=_resources(current.request, current.limit),
+                    recommended=_resources(result.request, result.limit),
+                    classification=result.classification,
+                    phase=result.phase,
+                    oomKills=total,
+                    lastOOMAt=iso(last) if last else (before.lastOOMAt if before else None),
+                    reason=result.reason,
+                    cappedBy=result.capped_by,
+                )
+            )
+        status = obj.status
+        status.containers = statuses
+        status.totalKills = sum(c.oomKills for c in statuses)
+        status.target = target.display
+        status.current = _summary(statuses, recommended=False)
+        status.recommended = _summary(statuses, recommended=True)
+        status.policy = chosen.metadata.name if chosen else None
+        status.mode = mode
+        status.dataSource = "kills"
+        status.observedGeneration = obj.metadata.generation
+        phase = recommend.overall_phase(results) if results else types.Phase.PENDING
+        if phase == types.Phase.PENDING and not any(recommend.needs_change(r) for r in results) and status.appliedAt:
+            phase = types.Phase.APPLIED
+        status.phase = phase
+        _set_condition(
+            status,
+            types.Condition(
+                type="Ready",
+                status="True",
+                reason="Computed",
+                message=f"computed from {len(history)} recorded kill(s) without usage history",
+                lastTransitionTime=iso(now),
+            ),
+        )
+
+    # ---- announcing ---------------------------------------------------------------------------
+
+    def _involved(self, target: workload.Workload) -> dict[str, Any]:
+        return {"apiVersion": target.api_version, "kind": target.kind, "name": target.name,
+                "namespace": target.namespace, "uid": target.uid}
+
+    def _announce_kill(self, target: workload.Workload, item: ledger.Classified) -> None:
+        k = item.kill
+        metrics.OOM_KILLS.labels(
+            namespace=target.namespace, workload=target.display, container=k.container,
+            classification=item.classification.value,
+        ).inc()
+        limit = quantity.humanize(k.limit_at_kill) if k.limit_at_kill is not None else "none"
+        adj = "unknown" if k.oom_score_adj is None else str(k.oom_score_adj)
+        message = (
+            f"{k.container_type.value} {k.container} of pod {k.pod} was OOM-killed"
+            f"{' at ' + iso(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
+            f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
+        )
+        logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
+        events.post(self.client, events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED, message=message, now=self.clock()))
+
+    def _announce_recommendation(
+        self, rec: recommendation.OOMRecommendation, *, target: workload.Workload, before: types.Phase | None
+    ) -> None:
+        status = rec.status
+        key = f"{rec.metadata.namespace}/{rec.metadata.name}"
+        self._count_phase(key, status.phase)
+        involved = {"apiVersion": f"{recommendation.GROUP}/{recommendation.VERSION}", "kind": recommendation.KIND,
+                    "name": rec.metadata.name, "namespace": rec.metadata.namespace, "uid": rec.metadata.uid}
+        text = "; ".join(f"{c.name}: {c.reason}" for c in status.containers)
+        message = f"{status.target}: {status.current} → {status.recommended} ({text})"
+        now = self.clock()
+        events.post(self.client, events.build(involved=involved, reason=events.Reason.RECOMMENDATION_UPDATED, message=message, now=now))
+        if status.phase != before and status.phase in (types.Phase.CAPPED, types.Phase.SUSPECTED_LEAK):
+            reason = events.Reason.RECOMMENDATION_CAPPED if status.phase == types.Phase.CAPPED else events.Reason.SUSPECTED_LEAK
+            detail = "; ".join(f"{c.name}: {c.reason}" for c in status.containers if c.phase == status.phase)
+            for obj in (involved, self._involved(target)):
+                events.post(self.client, events.build(involved=obj, reason=reason, message=detail or message, now=now))
+
+    def _count_phase(self, key: str, phase: types.Phase | None) -> None:
+        with self._guard:
+            old = self._phases.get(key)
+            if old is not None:
+                metrics.RECOMMENDATIONS.labels(phase=old.value).dec()
+            if phase is not None:
+                self._phases[key] = phase
+                metrics.RECOMMENDATIONS.labels(phase=phase.value).inc()
+
+    # ---- applying ------------------------------------------------------------------------------
+
+    def on_recommendation(self, body: Mapping[str, Any]) -> bool:
+        """Apply an approved recommendation once per approval. Returns True when it acted."""
+        try:
+            rec = recommendation.parse(body)
+        except Exception as exc:
+            logger.warning("ignoring unreadable OOMRecommendation: %s", exc)
+            return False
+        if not rec.spec.approved or rec.status.appliedGeneration == rec.metadata.generation:
+            return False
+        if not rec.status.containers:
+            return False
+        ref = rec.spec.targetRef
+        namespace = rec.metadata.namespace or ""
+        key = f"{namespace}/{rec.metadata.name}"
+        with self._locks[key]:
+            target = owners.read_workload(self.client, kind=ref.kind, namespace=namespace, name=ref.name)
+            if target is None:
+                self._note(rec, reason="TargetMissing", message=f"{ref.kind}/{ref.name} does not exist", generation=True)
+                return False
+            chosen = self._policy_for(target)
+            self._apply(rec, target=target, chosen=chosen, trigger="approval")
+        return True
+
+    def _note(self, rec: recommendation.OOMRecommendation, *, reason: str, message: str, generation: bool = False,
+              ok: bool = False) -> recommendation.OOMRecommendation:
+        now = iso(self.clock())
+
+        def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
+            _set_condition(obj.status, types.Condition(type="Applied", status="True" if ok else "False", reason=reason, message=message, lastTransitionTime=now))
+            if generation:
+                obj.status.appliedGeneration = obj.metadata.generation
+            return obj
+
+        return store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+
+    def _apply(
+        self,
+        rec: recommendation.OOMRecommendation,
+        *,
+        target: workload.Workload,
+        chosen: policy.OOMPolicy | None,
+        trigger: str,
+    ) -> None:
+        approval = trigger == "approval"
+        if selection.ignored(target.annotations, target.template_annotations):
+            self._note(rec, reason="Ignored", message=f"{target.display} is annotated {selection.IGNORE_ANNOTATION}: \"true\"", generation=approval)
+            return
+        if not target.patchable:
+            self._note(rec, reason="NotPatchable", message=f"{target.kind} has no pod template the operator may change; apply status.patch to whatever creates it", generation=approval)
+            return
+        if not approval and rec.status.phase == types.Phase.SUSPECTED_LEAK:
+            return
+        now = self.clock()
+        cooldown = duration.parse(chosen.spec.cooldown) if chosen else self.default_cooldown
+        remaining = recommend.cooldown_remaining(last_applied=parse_time(rec.status.appliedAt), cooldown=cooldown, now=now)
+        if not approval and remaining > datetime.timedelta(0):
+            self._note(rec, reason="CooldownActive", message=f"last patch at {rec.status.appliedAt}; next one allowed in {duration.format(remaining)}")
+            return
+        current = {c.name: c for c in target.containers()}
+        changes = []
+        for c in rec.status.containers:
+            now_res = current.get(c.name)
+            if now_res is None:
+                continue
+            want_request = _bytes(c.recommended.request)
+            want_limit = _bytes(c.recommended.limit)
+            request = want_request if want_request is not None and (now_res.request or 0) < want_request else None
+            limit = want_limit if want_limit is not None and (now_res.limit is None or now_res.limit < want_limit) else None
+            if request is not None or limit is not None:
+                changes.append(patch.MemoryChange(container=c.name, type=c.type, request=request, limit=limit))
+        if not changes:
+            self._note(rec, reason="UpToDate", message=f"{target.display} already has the recommended memory", generation=approval, ok=True)
+            return
+        outcome = patching.apply_memory(
+            self.client,
+            target=target,
+            changes=changes,
+            field_manager=self.settings.field_manager,
+            respected_managers=set(self.settings.respected_managers),
+        )
+        metrics.PATCHES.labels(result=outcome.result.value).inc()
+        resize_errors: list[str] = []
+        if outcome.result == patching.Result.APPLIED and chosen is not None and chosen.spec.applyMethod in (
+            types.ApplyMethod.IN_PLACE, types.ApplyMethod.IN_PLACE_AND_ROLLOUT
+        ):
+            resize_errors = self._resize_running(target, changes)
+        stamp = iso(now)
+
+        def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
+            st = obj.status
+            if approval:
+                st.appliedGeneration = obj.metadata.generation
+            if outcome.result == patching.Result.APPLIED:
+                st.phase = types.Phase.APPLIED
+                st.appliedAt = stamp
+                st.patch = None
+                for c in st.containers:
+                    c.current = c.recommended.model_copy()
+                st.current = _summary(st.containers, recommended=False)
+                message = outcome.message + (f"; in-place resize failed: {'; '.join(resize_errors)}" if resize_errors else "")
+                _set_condition(st, types.Condition(type="Applied", status="True", reason="Patched", message=message, lastTransitionTime=stamp))
+            elif outcome.result == patching.Result.CONFLICT:
+                st.phase = types.Phase.CONFLICT
+                st.patch = outcome.patch_yaml
+                _set_condition(st, types.Condition(type="Applied", status="False", reason="Conflict", message=outcome.message, lastTransitionTime=stamp))
+            else:
+                st.patch = outcome.patch_yaml
+                _set_condition(st, types.Condition(type="Applied", status="False", reason="Rejected", message=outcome.message, lastTransitionTime=stamp))
+            return obj
+
+        rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        self._count_phase(f"{rec.metadata.namespace}/{rec.metadata.name}", rec.status.phase)
+        reason = {
+            patching.Result.APPLIED: events.Reason.RESOURCES_PATCHED,
+            patching.Result.CONFLICT: events.Reason.PATCH_CONFLICT,
+            patching.Result.REJECTED: events.Reason.PATCH_FAILED,
+        }[outcome.result]
+        summary = ", ".join(
+            f"{c.container}: " + " ".join(
+                part for part in (
+                    f"request {quantity.format_bytes(c.request)}" if c.request is not None else "",
+                    f"limit {quantity.format_bytes(c.limit)}" if c.limit is not None else "",
+                ) if part
+            )
+            for c in changes
+        )
+        message = f"{outcome.message} ({trigger}): {summary}"
+        logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
+        events.post(self.client, events.build(involved=self._involved(target), reason=reason, message=message, now=self.clock()))
+
+    def _resize_running(self, target: workload.Workload, changes: list[patch.MemoryChange]) -> list[str]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(target.template_labels.items()))
+        if not selector:
+            return []
+        errors = []
+        for body in self.client.list(api.namespaced(group="", version="v1", plural="pods", namespace=target.namespace), query={"labelSelector": selector}):
+            name = (body.get("metadata") or {}).get("name", "")
+            if (body.get("status") or {}).get("phase") != "Running":
+                continue
+            error = patching.resize_pod(self.client, namespace=target.namespace, pod=name, changes=changes)
+            if error:
+                errors.append(f"{name}: {error}")
+        return errors
+
+
+def _semantic_problem(parsed: policy.OOMPolicy) -> str | None:
+    """What the schema cannot check: quantities and durations that parse but make no sense."""
+    name = f"OOMPolicy {parsed.metadata.namespace}/{parsed.metadata.name}"
+    mem = parsed.spec.memory
+    for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
+        if value is None:
+            continue
+        try:
+            amount = quantity.parse_bytes(value)
+        except quantity.QuantityError as exc:
+            return f"{name}: {field}: {exc}"
+        if field.endswith("maxLimit") and amount <= 0:
+            return f"{name}: {field}: must be more than 0"
+    for field, text in (("spec.cooldown", parsed.spec.cooldown), ("spec.prometheus.lookback", parsed.spec.prometheus.lookback)):
+        try:
+            duration.parse(text)
+        except duration.DurationError as exc:
+            return f"{name}: {field}: {exc}"
+    return None
+
+
+def _same_policy_status(old: Mapping[str, Any], new: policy.OOMPolicyStatus) -> bool:
+    conds = old.get("conditions") or []
+    old_cond = conds[0] if conds else {}
+    new_cond = (new.conditions or [types.Condition(type="", status="Unknown")])[0]
+    return (
+        old.get("observedGeneration") == new.observedGeneration
+        and old.get("matchedWorkloads") == new.matchedWorkloads
+        and old_cond.get("status") == new_cond.status
+        and old_cond.get("message") == new_cond.message
+    )
+
+
+def _set_condition(status: recommendation.OOMRecommendationStatus, cond: types.Condition) -> None:
+    kept = [c for c in status.conditions if c.type != cond.type]
+    old = next((c for c in status.conditions if c.type == cond.type), None)
+    if old is not None and old.status == cond.status:
+        cond = cond.model_copy(update={"lastTransitionTime": old.lastTransitionTime or cond.lastTransitionTime})
+    status.conditions = kept + [cond]
+
+
+def _bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return quantity.parse_bytes(value)
+    except quantity.QuantityError:
+        return None
+
+
+def _resources(request: int | None, limit: int | None) -> recommendation.Resources:
+    return recommendation.Resources(
+        request=quantity.format_bytes(request) if request is not None else None,
+        limit=quantity.format_bytes(limit) if limit is not None else None,
+    )
+
+
+def _summary(containers: list[recommendation.ContainerStatus], *, recommended: bool) -> str:
+    parts = []
+    for c in containers:
+        res = c.recommended if recommended else c.current
+        request = _bytes(res.request)
+        limit = _bytes(res.limit)
+        shown = "/".join(quantity.humanize(v) if v is not None else "-" for v in (request, limit))
+        parts.append(f"{c.name}={shown}" if len(containers) > 1 else shown)
+    return ",".join(parts)

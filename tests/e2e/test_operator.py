@@ -1,0 +1,295 @@
+"""The operator end to end: `oomtuner run` as a process against a real cluster.
+
+Real: the API server, controller-manager (rollouts, garbage collection), scheduler, the CRDs and
+the operator process. Played: the kubelet — kwok runs the pods, and an OOM kill is written into
+the pod status as the kubelet writes it (restartCount+1, lastState.terminated OOMKilled 137); a
+node-wide OOM is the kubelet's SystemOOM event on the Node.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+import pytest
+
+from oomtuner.kube import api
+from oomtuner.lab import inject
+from tests.e2e import kit
+from tests.e2e.conftest import OperatorProcess
+
+pytestmark = pytest.mark.e2e
+
+MI = 1024 * 1024
+
+
+def _policy(kube: api.Client, namespace: str, spec: dict[str, Any], name: str = "policy") -> None:
+    kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies",
+                {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy", "metadata": {"name": name}, "spec": spec})
+    # The operator reports on every policy it reads; wait for it so the policy is in effect.
+    kit.wait_for(lambda: ((kube.get(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies/{name}")
+                           .get("status") or {}).get("conditions")), timeout=30, what=f"policy {name} status")
+
+
+def _template_resources(kube: api.Client, namespace: str, kind_path: str, name: str, index: int = 0) -> dict[str, Any]:
+    obj = kube.get(f"/apis/apps/v1/namespaces/{namespace}/{kind_path}/{name}")
+    return obj["spec"]["template"]["spec"]["containers"][index].get("resources") or {}
+
+
+def _kill(core_v1: Any, namespace: str, pod: dict[str, Any], container: str = "app", *, kind: str = "container",
+          at: datetime.datetime | None = None) -> None:
+    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container=container,
+                    container_kind=kind, at=at or kit.utc())  # type: ignore[arg-type]
+
+
+def _container_status(rec: dict[str, Any], name: str = "app") -> dict[str, Any]:
+    return next(c for c in rec["status"]["containers"] if c["name"] == name)
+
+
+def test_recommend_mode_explains_the_kill_and_leaves_the_workload(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    generation = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/web")["metadata"]["generation"]
+    _kill(core_v1, namespace, pod)
+
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    status = rec["status"]
+    kill = status["kills"][0]
+    assert kill["pod"] == pod["metadata"]["name"] and kill["container"] == "app"
+    assert kill["qosClass"] == "Burstable"
+    node_capacity = kube.get(f"/api/v1/nodes/{pod['spec']['nodeName']}")["status"]["capacity"]["memory"]
+    from oomtuner.domain import quantity
+    expected_adj = 1000 - (1000 * 128 * MI) // quantity.parse_bytes(node_capacity)
+    assert kill["oomScoreAdj"] == expected_adj
+    assert kill["classification"] == "Limit" and kill["limitAtKill"] == "256Mi"
+    app = _container_status(rec)
+    assert quantity.parse_bytes(app["recommended"]["limit"]) == 384 * MI  # 256Mi × 1.5
+    assert quantity.parse_bytes(app["recommended"]["request"]) == 192 * MI  # KeepRatio
+    assert status["phase"] == "Pending" and status["target"] == "Deployment/web" and status["mode"] == "Recommend"
+    assert rec["metadata"]["ownerReferences"][0]["name"] == "web"
+    # Untouched workload.
+    dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+    assert dep["metadata"]["generation"] == generation
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "256Mi"
+    detected = kit.wait_for(lambda: kit.events_for(kube, namespace, reason="OOMKillDetected", name="web"), what="OOMKillDetected event")
+    assert "oom_score_adj" in detected[0]["message"] and detected[0]["type"] == "Warning"
+    assert kit.events_for(kube, namespace, reason="RecommendationUpdated", name="deployment-web")
+    # The pod was never written to by the operator.
+    fresh = kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+    assert not any(k.startswith("kopf") for k in (fresh["metadata"].get("annotations") or {}))
+    assert not fresh["metadata"].get("finalizers")
+    assert all(m["manager"] != "oomtuner" for m in fresh["metadata"].get("managedFields") or [])
+
+
+def test_auto_mode_patches_rolls_out_and_respects_the_cooldown(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _policy(kube, namespace, {"mode": "Auto", "cooldown": "10m"})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=2))
+    pods = kit.running_pods(kube, namespace, "web", count=2)
+    _kill(core_v1, namespace, pods[0])
+
+    kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi",
+                 timeout=30, what="the Deployment to get 384Mi")
+    res = _template_resources(kube, namespace, "deployments", "web")
+    assert res["requests"]["memory"] == "192Mi" and res["requests"]["cpu"] == "50m"
+
+    def rolled_out() -> list[dict[str, Any]] | None:
+        fresh = kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
+        new = [p for p in fresh if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"
+               and (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+        return new if len(new) >= 2 else None
+
+    new_pods = kit.wait_for(rolled_out, timeout=90, what="new pods with 384Mi to run")
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("phase") == "Applied")
+    assert rec["status"]["appliedAt"]
+    assert kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")
+
+    # A second kill inside the cooldown is recorded, but does not patch again.
+    _kill(core_v1, namespace, new_pods[0])
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] == 2)
+    applied = next(c for c in rec["status"]["conditions"] if c["type"] == "Applied")
+    assert applied["reason"] == "CooldownActive"
+    time.sleep(2)
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+    assert len(kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")) == 1
+
+
+def test_approval_applies_once(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    _kill(core_v1, namespace, pod)
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("totalKills") == 1)
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "256Mi"
+
+    path = f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations/deployment-web"
+    kube.merge_patch(path, {"spec": {"approved": True}})
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("phase") == "Applied")
+    assert rec["status"]["appliedGeneration"] == rec["metadata"]["generation"]
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+
+    # A later kill is recorded and recomputed, but the earlier approval is spent.
+    new_pod = kit.wait_for(
+        lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
+                 if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"
+                 and (p.get("status") or {}).get("phase") == "Running"],
+        timeout=90, what="the rolled-out pod")[0]
+    _kill(core_v1, namespace, new_pod)
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] == 2)
+    assert rec["status"]["phase"] == "Pending"
+    assert _container_status(rec)["recommended"]["limit"] == "576Mi"
+    time.sleep(2)
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+
+
+def test_statefulset_daemonset_cronjob_init_and_sidecar(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    labels = {"app": "db"}
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/statefulsets", {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": labels}, "template": kit.pod_template(
+            labels, [kit.container()],
+            init=[kit.container("migrate", limit="64Mi"),
+                  {**kit.container("proxy", request="32Mi", limit="64Mi"), "restartPolicy": "Always"}])}})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/daemonsets", {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": kit.pod_template({"app": "agent"}, [kit.container()])}})
+    cron = kube.create(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
+            **kit.pod_template({"app": "nightly"}, [kit.container()]),
+        }}}}})
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+    kube.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "nightly-1", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                                                               "uid": cron["metadata"]["uid"], "controller": True}]},
+        "spec": {"template": {**kit.pod_template({"app": "nightly"}, [kit.container()]),
+                              "spec": {"restartPolicy": "Never", "containers": [kit.container()]}}}})
+
+    db = kit.running_pods(kube, namespace, "db")[0]
+    _kill(core_v1, namespace, db, "migrate", kind="init", at=kit.utc(20))
+    _kill(core_v1, namespace, db, "proxy", kind="init", at=kit.utc(10))
+    _kill(core_v1, namespace, db, "app")
+    agent = kit.running_pods(kube, namespace, "agent")[0]
+    _kill(core_v1, namespace, agent)
+    nightly = kit.running_pods(kube, namespace, "nightly")[0]
+    _kill(core_v1, namespace, nightly)
+
+    rec = kit.wait_recommendation(kube, namespace, "statefulset-db", lambda r: (r.get("status") or {}).get("totalKills") == 3)
+    types_ = {c["name"]: c["type"] for c in rec["status"]["containers"]}
+    assert types_ == {"migrate": "init", "proxy": "sidecar", "app": "container"}
+    assert _container_status(rec, "migrate")["recommended"]["limit"] == "128Mi"  # 64Mi + minIncrease 64Mi
+    assert _container_status(rec, "proxy")["recommended"]["limit"] == "128Mi"
+    kit.wait_recommendation(kube, namespace, "daemonset-agent", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    rec = kit.wait_recommendation(kube, namespace, "cronjob-nightly", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    assert rec["spec"]["targetRef"] == {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly"}
+
+
+def test_node_oom_of_a_best_effort_container(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                kit.deployment("batch", containers=[kit.container("worker", request=None, limit=None)]))
+    pod = kit.running_pods(kube, namespace, "batch")[0]
+    node = pod["spec"]["nodeName"]
+    at = kit.utc()
+    inject.system_oom(core_v1, node=node, process_name="worker", at=at)
+    time.sleep(1)  # the operator sees the node's SystemOOM before the pod status
+    _kill(core_v1, namespace, pod, "worker", at=at)
+
+    rec = kit.wait_recommendation(kube, namespace, "deployment-batch", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    kill = rec["status"]["kills"][0]
+    assert kill["qosClass"] == "BestEffort" and kill["oomScoreAdj"] == 1000
+    assert kill["classification"] == "Node"
+    worker = _container_status(rec, "worker")
+    assert worker["classification"] == "Node"
+    assert worker["recommended"]["request"] is not None and worker["recommended"]["limit"] is not None
+
+
+def test_policy_that_slips_past_the_schema_gets_an_invalid_condition(kube: api.Client, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies",
+                {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy", "metadata": {"name": "zero"},
+                 "spec": {"mode": "Auto", "memory": {"maxLimit": "0"}}})
+
+    def invalid() -> dict[str, Any] | None:
+        body = kube.get(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies/zero")
+        conds = (body.get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Valid" and c["status"] == "False"), None)
+
+    cond = kit.wait_for(invalid, what="the Invalid condition")
+    assert "spec.memory.maxLimit" in cond["message"] and f"{namespace}/zero" in cond["message"]
+    assert kit.events_for(kube, namespace, reason="PolicyInvalid", name="zero")
+
+
+def test_restart_does_not_count_a_kill_twice(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    _kill(core_v1, namespace, pod, at=kit.utc(5))
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    operator.stop()
+    # A kill while the operator is down is picked up after the restart; the old one is not recounted.
+    _kill(core_v1, namespace, pod, at=kit.utc())
+    operator.start()
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] >= 2)
+    time.sleep(3)
+    rec = kit.recommendation(kube, namespace, "deployment-web")
+    assert rec is not None and rec["status"]["totalKills"] == 2
+    assert len({k["id"] for k in rec["status"]["kills"]}) == 2
+    assert len(kit.events_for(kube, namespace, reason="OOMKillDetected", name="web")) == 2
+
+
+def test_cap_gives_capped_and_a_warning(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _policy(kube, namespace, {"mode": "Auto", "memory": {"maxLimit": "300Mi"}})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    _kill(core_v1, namespace, pod)
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    app = _container_status(rec)
+    assert app["recommended"]["limit"] == "300Mi" and app["phase"] == "Capped"
+    assert "maxLimit" in (app.get("cappedBy") or "")
+    warnings = kit.wait_for(lambda: kit.events_for(kube, namespace, reason="RecommendationCapped"), what="a RecommendationCapped event")
+    assert warnings[0]["type"] == "Warning"
+    # The capped value is still an improvement, so Auto applies it.
+    kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "300Mi",
+                 what="the capped limit to be applied")
+
+
+def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _policy(kube, namespace, {"mode": "Auto", "cooldown": "1s"})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    limits = []
+    for round_ in range(3):
+        def current_pod() -> dict[str, Any] | None:
+            want = limits[-1] if limits else "256Mi"
+            pods = kit.running_pods(kube, namespace, "web")
+            return next((p for p in pods if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == want
+                         and p["status"]["containerStatuses"][0]["restartCount"] == 0), None)
+
+        pod = kit.wait_for(current_pod, timeout=90, what=f"a fresh pod for round {round_}")
+        started = datetime.datetime.fromisoformat(
+            pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].replace("Z", "+00:00"))
+        # Each instance dies after the same lifetime at a higher limit: the shape of a leak.
+        _kill(core_v1, namespace, pod, at=started + datetime.timedelta(minutes=30))
+        rec = kit.wait_recommendation(kube, namespace, "deployment-web",
+                                      lambda r: (r.get("status") or {}).get("totalKills") == round_ + 1)
+        if round_ < 2:
+            want = _container_status(rec)["recommended"]["limit"]
+            kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == want,
+                         timeout=30, what=f"round {round_} patch to {want}")
+            limits.append(want)
+    assert rec["status"]["phase"] == "SuspectedLeak"
+    assert _container_status(rec)["phase"] == "SuspectedLeak"
+    kit.wait_for(lambda: kit.events_for(kube, namespace, reason="SuspectedLeak", name="web"), what="a SuspectedLeak event on the workload")
+    time.sleep(2)
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == limits[-1]
+    assert len(kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")) == 2
+
+
+def test_metrics_count_kills(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    _kill(core_v1, namespace, pod)
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    text = operator.metrics()
+    line = next(line for line in text.splitlines() if line.startswith("oomtuner_oom_kills_total{")
+                and f'namespace="{namespace}"' in line)
+    assert 'classification="Limit"' in line and line.endswith(" 1.0")
+    assert "oomtuner_detection_latency_seconds_count" in text

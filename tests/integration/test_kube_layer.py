@@ -1,0 +1,229 @@
+"""The kube layer against a real API server (the lab's, or the cluster KUBECONFIG names).
+
+Real: kube-apiserver with the CRDs from crds/, the controller-manager (Deployments get ReplicaSets
+and Pods, Jobs get Pods) and admission (ValidatingAdmissionPolicy for a dry-run rejection).
+Nothing is faked; the operator process is not involved: these tests call owners, store, patching
+and events directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from oomtuner.api import recommendation, types
+from oomtuner.domain import patch
+from oomtuner.kube import api, events, owners, patching, store
+from tests.e2e.kit import container, deployment, wait_for
+
+pytestmark = pytest.mark.integration
+
+MI = 1024 * 1024
+
+
+def _pods(kube: api.Client, namespace: str, selector: str, count: int = 1) -> list[dict[str, Any]]:
+    def found() -> list[dict[str, Any]] | None:
+        pods = kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": selector})
+        return pods if len(pods) >= count else None
+
+    return wait_for(found, timeout=60, what=f"pods {selector} in {namespace}")
+
+
+def test_owner_resolution_for_every_kind(kube: api.Client, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("web"))
+    pod = _pods(kube, namespace, "app=web")[0]
+    wl = owners.resolve(kube, pod)
+    assert (wl.kind, wl.name, wl.api_version) == ("Deployment", "web", "apps/v1")
+    assert wl.uid and wl.template_labels == {"app": "web"}
+    assert [c.name for c in wl.containers()] == ["app"]
+
+    labels = {"app": "db"}
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/statefulsets", {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [container()]}}}})
+    assert owners.resolve(kube, _pods(kube, namespace, "app=db")[0]).display == "StatefulSet/db"
+
+    labels = {"app": "agent"}
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/daemonsets", {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "containers": [container()],
+                     "tolerations": [{"operator": "Exists"}]}}}})
+    assert owners.resolve(kube, _pods(kube, namespace, "app=agent")[0]).display == "DaemonSet/agent"
+
+    cron = kube.create(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
+            "metadata": {"labels": {"app": "nightly"}},
+            "spec": {"restartPolicy": "Never", "containers": [container()]}}}}}})
+    # A run of the CronJob, as its controller would create it.
+    kube.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "nightly-1", "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": cron["metadata"]["uid"],
+            "controller": True}]},
+        "spec": {"template": {"metadata": {"labels": {"app": "nightly"}},
+                              "spec": {"restartPolicy": "Never", "containers": [container()]}}}})
+    wl = owners.resolve(kube, _pods(kube, namespace, "app=nightly")[0])
+    assert wl.display == "CronJob/nightly"
+    assert wl.patchable
+
+    bare = kube.create(f"/api/v1/namespaces/{namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "labels": {"app": "solo"}},
+        "spec": {"containers": [container()]}})
+    wl = owners.resolve(kube, bare)
+    assert wl.display == "Pod/solo" and not wl.patchable
+
+
+def test_recommendation_is_created_once_owned_and_status_survives_races(kube: api.Client, namespace: str) -> None:
+    dep = kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("api"))
+    target = recommendation.TargetRef(apiVersion="apps/v1", kind="Deployment", name="api")
+    name = recommendation.name_for(kind="Deployment", name="api")
+    first = store.ensure_recommendation(kube, namespace=namespace, name=name, target=target, owner_uid=dep["metadata"]["uid"])
+    again = store.ensure_recommendation(kube, namespace=namespace, name=name, target=target, owner_uid=dep["metadata"]["uid"])
+    assert first.metadata.uid == again.metadata.uid
+    raw = kube.get(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations/{name}")
+    assert raw["metadata"]["ownerReferences"][0]["uid"] == dep["metadata"]["uid"]
+    assert raw["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+
+    # Two writers race from the same stale copy; each change must survive.
+    def add_kill(kill_id: str) -> None:
+        def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
+            obj.status.kills.append(recommendation.Kill(id=kill_id, pod="p", container="app"))
+            obj.status.totalKills = len(obj.status.kills)
+            return obj
+
+        store.update_recommendation_status(kube, current=first, mutate=mutate)
+
+    threads = [threading.Thread(target=add_kill, args=(f"k{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = store.get_recommendation(kube, namespace=namespace, name=name)
+    assert final is not None
+    assert sorted(k.id for k in final.status.kills) == ["k0", "k1", "k2", "k3"]
+    assert final.status.totalKills == 4
+    # The status subresource leaves the spec alone.
+    assert final.spec.targetRef.name == "api" and final.spec.approved is None
+
+
+def _changes() -> list[patch.MemoryChange]:
+    return [patch.MemoryChange(container="app", type=types.ContainerType.CONTAINER, request=192 * MI, limit=384 * MI)]
+
+
+def _template_memory(kube: api.Client, namespace: str, name: str) -> dict[str, Any]:
+    dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+
+def test_apply_takes_over_fields_from_an_updating_manager(kube: api.Client, namespace: str) -> None:
+    kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=deployment("web"),
+                 query={"fieldManager": "some-script"})
+    wl = owners.read_workload(kube, kind="Deployment", namespace=namespace, name="web")
+    assert wl is not None
+    out = patching.apply_memory(kube, target=wl, changes=_changes(), field_manager="oomtuner", respected_managers={"helm"})
+    assert out.result == patching.Result.APPLIED, out.message
+    res = _template_memory(kube, namespace, "web")
+    assert res["limits"]["memory"] == "384Mi" and res["requests"]["memory"] == "192Mi"
+    assert res["requests"]["cpu"] == "50m"  # untouched fields stay
+    dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+    assert any(m["manager"] == "oomtuner" and m["operation"] == "Apply" for m in dep["metadata"]["managedFields"])
+
+
+def test_apply_does_not_fight_a_declaring_manager(kube: api.Client, namespace: str) -> None:
+    body = deployment("web")
+    kube.apply(f"/apis/apps/v1/namespaces/{namespace}/deployments/web", body, field_manager="helm")
+    wl = owners.read_workload(kube, kind="Deployment", namespace=namespace, name="web")
+    assert wl is not None
+    out = patching.apply_memory(kube, target=wl, changes=_changes(), field_manager="oomtuner", respected_managers={"helm"})
+    assert out.result == patching.Result.CONFLICT
+    assert "helm" in out.managers and "helm" in out.message
+    assert "384Mi" in out.patch_yaml and "kind: Deployment" in out.patch_yaml
+    assert _template_memory(kube, namespace, "web")["limits"]["memory"] == "256Mi"
+
+
+def test_dry_run_rejection_changes_nothing(kube: api.Client, namespace: str) -> None:
+    policy_name = f"max-memory-{namespace}"
+    kube.create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy_name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                         "operations": ["UPDATE"], "resources": ["deployments"]}]},
+                 "validations": [{"expression": "object.spec.template.spec.containers.all(c, !has(c.resources.limits) || "
+                                                "!('memory' in c.resources.limits) || quantity(c.resources.limits.memory)"
+                                                ".compareTo(quantity('300Mi')) <= 0)",
+                                  "message": "memory limit above 300Mi is not allowed here"}]}})
+    kube.create("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy_name},
+        "spec": {"policyName": policy_name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    try:
+        kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("web"))
+        wl = owners.read_workload(kube, kind="Deployment", namespace=namespace, name="web")
+        assert wl is not None
+
+        def rejected() -> patching.Outcome | None:
+            out = patching.apply_memory(kube, target=wl, changes=_changes(), field_manager="oomtuner", respected_managers=set())
+            return out if out.result == patching.Result.REJECTED else None
+
+        out = wait_for(rejected, timeout=20, what="the admission policy to take effect")
+        assert "300Mi" in out.message and out.message.startswith("dry run rejected")
+        assert _template_memory(kube, namespace, "web")["limits"]["memory"] == "256Mi"
+    finally:
+        kube.delete(f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{policy_name}")
+        kube.delete(f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{policy_name}")
+
+
+def test_events_are_posted_on_the_workload(kube: api.Client, namespace: str) -> None:
+    dep = kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("web"))
+    involved = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "namespace": namespace,
+                "uid": dep["metadata"]["uid"]}
+    import datetime
+
+    body = events.build(involved=involved, reason=events.Reason.SUSPECTED_LEAK, message="leak?", now=datetime.datetime.now(datetime.timezone.utc))
+    events.post(kube, body)
+    found = [e for e in kube.list(f"/api/v1/namespaces/{namespace}/events") if e.get("reason") == "SuspectedLeak"]
+    assert len(found) == 1
+    assert found[0]["type"] == "Warning" and found[0]["involvedObject"]["uid"] == dep["metadata"]["uid"]
+    assert found[0]["source"]["component"] == "oomtuner"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"memory": {"increaseFactor": 1}}, "increaseFactor"),
+        ({"memory": {"increaseFactor": 0.5}}, "increaseFactor"),
+        ({"memory": {"margin": 2}}, "margin"),
+        ({"memory": {"maxLimit": "12Qi"}}, "maxLimit"),
+        ({"memory": {"minIncrease": "-5Mi"}}, "minIncrease"),
+        ({"mode": "Yolo"}, "mode"),
+        ({"applyMethod": "Sometimes"}, "applyMethod"),
+        ({"cooldown": "ten minutes"}, "cooldown"),
+        ({"memory": {"requestPolicy": "Whatever"}}, "requestPolicy"),
+        ({"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "matchExpressions"),
+    ],
+)
+def test_api_server_rejects_bad_policies_naming_the_field(kube: api.Client, namespace: str, spec: dict[str, Any], field: str) -> None:
+    body = {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy", "metadata": {"name": "bad"}, "spec": spec}
+    with pytest.raises(api.ApiError) as err:
+        kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies", body)
+    assert err.value.status == 422
+    assert field in err.value.message
+
+
+def test_api_server_accepts_a_full_policy(kube: api.Client, namespace: str) -> None:
+    body = {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy", "metadata": {"name": "good"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+                     "mode": "Auto", "applyMethod": "InPlaceAndRollout",
+                     "memory": {"increaseFactor": 2, "minIncrease": 134217728, "margin": 0.2, "maxLimit": "2Gi",
+                                "requestPolicy": "EqualsLimit"},
+                     "cooldown": "1h30m", "prometheus": {"lookback": "7d"}}}
+    created = kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies", body)
+    assert created["spec"] == body["spec"]  # no defaults written, nothing pruned

@@ -1,0 +1,87 @@
+"""The CRDs in crds/ are exactly what the pydantic models generate, and have the shape the API
+server needs (structural: no $ref, no defaults, int-or-string quantities). Pure: no cluster."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import yaml
+
+from oomtuner import crdgen
+from oomtuner.api import crd
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_checked_in_crds_match_the_models() -> None:
+    rendered = crdgen.render()
+    on_disk = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    assert sorted(on_disk) == sorted(rendered), "run `oomtuner crds` to regenerate crds/"
+    for name, text in rendered.items():
+        assert on_disk[name] == text, f"crds/{name} is stale: run `oomtuner crds`"
+
+
+def _walk(node: object, path: str = ""):
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+def test_schemas_are_structural() -> None:
+    for name, body in crd.definitions().items():
+        schema = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        text = json.dumps(schema)
+        assert "$ref" not in text and "$defs" not in text, name
+        for path, node in _walk(schema):
+            assert "default" not in node, f"{name}{path} has a default"
+            assert "title" not in node, f"{name}{path}"
+            if node.get("x-kubernetes-int-or-string"):
+                assert "type" not in node, f"{name}{path}"
+                assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+            elif "properties" in node:
+                assert node.get("type") == "object", f"{name}{path} lacks type: object"
+
+
+def test_names_columns_and_subresources() -> None:
+    bodies = {b["spec"]["names"]["kind"]: b for b in crd.definitions().values()}
+    pol, rec = bodies["OOMPolicy"], bodies["OOMRecommendation"]
+    assert pol["spec"]["names"]["shortNames"] == ["oompol"]
+    assert rec["spec"]["names"]["shortNames"] == ["oomrec"]
+    for b in (pol, rec):
+        version = b["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        assert b["spec"]["names"]["categories"] == ["oomtuner"]
+    columns = [c["name"] for c in rec["spec"]["versions"][0]["additionalPrinterColumns"] if "priority" not in c]
+    assert columns == ["Target", "Kills", "Current", "Recommended", "Phase", "Age"]
+
+
+def test_policy_schema_validations() -> None:
+    body = next(b for b in crd.definitions().values() if b["spec"]["names"]["kind"] == "OOMPolicy")
+    spec = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    memory = spec["properties"]["memory"]["properties"]
+    assert memory["increaseFactor"]["minimum"] == 1 and memory["increaseFactor"]["exclusiveMinimum"] is True
+    assert (memory["margin"]["minimum"], memory["margin"]["maximum"]) == (0, 1)
+    assert memory["maxLimit"]["x-kubernetes-int-or-string"] is True and "pattern" in memory["maxLimit"]
+    assert spec["properties"]["mode"]["enum"] == ["Observe", "Recommend", "Auto"]
+    assert memory["requestPolicy"]["enum"] == ["KeepRatio", "EqualsLimit", "Unchanged", "FromUsage"]
+    rules = [v["rule"] for v in spec["x-kubernetes-validations"]]
+    assert any("increaseFactor > 1.0" in r for r in rules)
+
+
+def test_chart_crds_match_when_the_chart_exists() -> None:
+    chart = ROOT / "deploy" / "helm" / "oomtuner" / "crds"
+    if not chart.exists():
+        return
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (chart / path.name).read_text() == path.read_text(), f"chart crds/{path.name} differs"
+
+
+def test_crd_yaml_parses() -> None:
+    for text in crdgen.render().values():
+        doc = yaml.safe_load(text)
+        assert doc["kind"] == "CustomResourceDefinition"
