@@ -27,6 +27,9 @@ for arg in "$@"; do
   esac
 done
 [[ ${#names[@]} -gt 0 ]] || names=("${ALL[@]}")
+for name in "${names[@]}"; do
+  [[ " ${ALL[*]} " == *" $name "* ]] || { echo "unknown binary: $name (known: ${ALL[*]})" >&2; exit 2; }
+done
 
 command -v go >/dev/null || { echo "build.sh: go is not on PATH" >&2; exit 1; }
 
@@ -43,6 +46,16 @@ HELM_CLIENT_GO="$(modver helm k8s.io/client-go)"   # e.g. v0.35.1 -> helm's defa
 
 CACHE_ROOT="${OOMTUNER_CACHE:-$HOME/.cache/oomtuner}"
 BIN="$CACHE_ROOT/$K8S_VERSION/bin"
+# The standalone kwok binary has no built-in stages (kwokctl adds its defaults to the
+# config it writes), so keep kwok's default stages next to it; the lab passes them to kwok.
+KWOK_STAGES="$CACHE_ROOT/$K8S_VERSION/share/kwok/stages"
+KWOK_STAGE_FILES=(
+  node/fast/node-initialize.yaml
+  node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  pod/fast/pod-ready.yaml
+  pod/fast/pod-complete.yaml
+  pod/fast/pod-delete.yaml
+)
 if [[ $print_bin_dir == 1 ]]; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN"
 
@@ -90,6 +103,21 @@ spec() {
   esac
 }
 
+copy_kwok_stages() {
+  local dir
+  dir="$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+  rm -rf "$KWOK_STAGES" && mkdir -p "$KWOK_STAGES"
+  for f in "${KWOK_STAGE_FILES[@]}"; do
+    cp "$dir/kustomize/stage/$f" "$KWOK_STAGES/$(basename "$f")"
+  done
+  chmod u+w "$KWOK_STAGES"/*.yaml
+  echo "$KWOK_VERSION" >"$KWOK_STAGES/VERSION"
+}
+
+kwok_stages_ok() {
+  [[ -f "$KWOK_STAGES/VERSION" && "$(cat "$KWOK_STAGES/VERSION")" == "$KWOK_VERSION" ]]
+}
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -103,6 +131,9 @@ for name in "${names[@]}"; do
   want="$name $version $GOVERSION tags=$tags ldflags=$ldflags"
   if [[ $force == 0 && -x "$BIN/$name" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "--> $name $version: cached"
+    if [[ $name == kwok ]] && ! kwok_stages_ok; then
+      copy_kwok_stages && echo "--> kwok $version: default stages copied to $KWOK_STAGES"
+    fi
     continue
   fi
   echo "--> $name $version: building $pkg ..."
@@ -111,6 +142,7 @@ for name in "${names[@]}"; do
   (cd "$HERE/$dir" && go build ${tags:+-tags "$tags"} -ldflags "$ldflags" -o "$tmp" "$pkg")
   mv -f "$tmp" "$BIN/$name"
   echo "$want" >"$stamp"
+  if [[ $name == kwok ]]; then copy_kwok_stages; fi
   echo "--> $name $version: built in $(elapsed "$start")s"
   built=$((built + 1))
 done

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from typing import Any, Callable
 
 import pytest
 
 from oomtuner.kube import api
+
+# kwok ignores the image; on kind the kubelet pulls it, so it must be a real, tiny one.
+IMAGE = os.environ.get("OOMTUNER_E2E_IMAGE", "registry.k8s.io/pause:3.10")
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, interval: float = 0.2, what: str = "condition") -> Any:
@@ -35,7 +39,7 @@ def container(name: str = "app", *, request: str | None = "128Mi", limit: str | 
         resources["requests"] = {"memory": request, "cpu": "50m"}
     if limit:
         resources["limits"] = {"memory": limit}
-    return {"name": name, "image": "registry.example/app:1", "resources": resources}
+    return {"name": name, "image": IMAGE, "resources": resources}
 
 
 def pod_template(labels: dict[str, str], containers: list[dict[str, Any]], *, init: list[dict[str, Any]] | None = None) -> dict[str, Any]:

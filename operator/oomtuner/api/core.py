@@ -283,5 +283,6 @@ def _describe(exc: pydantic.ValidationError) -> str:
         value = repr(error.get("input"))
         if len(value) > 40:
             value = value[:37] + "..."
-        problems.append(f"{field or '(root)'}: {error['msg']} (got {value})")
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{field or '(root)'}: {message} (got {value})")
     return "; ".join(problems)

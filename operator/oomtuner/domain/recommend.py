@@ -297,8 +297,9 @@ def recommend_container(
     not change; the reason says to raise the pod's limit.
 
     Then caps (see `Caps`; the phase becomes Capped), then never-lower (at least the current values and
-    `previous`, which wins over a cap that is below them), then a request above the limit lifts the
-    limit. Leak suspicion sets the phase SuspectedLeak. No kills: nothing changes.
+    `previous`, which wins over a cap that is below them); an existing request above the limit lifts
+    the limit, a new one is held at the limit. Leak suspicion (`_suspected_leak`) sets the phase
+    SuspectedLeak and keeps the values, for a manual approval. No kills: nothing changes.
     Raises ValueError if `classifications` does not pair up with `kills`.
     """
     if classifications is not None and len(classifications) != len(kills):
@@ -368,7 +369,7 @@ def recommend_container(
         request = _follow_limit(
             policy_name=settings.requestPolicy,
             current_request=current.request,
-            base_limit=base,
+            base_limit=current.limit or base,
             new_limit=limit,
             p95=p95,
             margin=margin,
@@ -413,7 +414,11 @@ def _follow_limit(
     margin: fractions.Fraction,
     notes: list[str],
 ) -> int | None:
-    """The request after a limit bump, per requestPolicy (never below the current request)."""
+    """The request after a limit bump, per requestPolicy (never below the current request).
+
+    KeepRatio keeps the ratio the user chose between the current request and `base_limit` (the current
+    limit, or the limit at the kills when the container has none now).
+    """
     if policy_name == types.RequestPolicy.FROM_USAGE:
         if p95 is not None:
             wanted = quantity.round_up_mib(_ceil(p95 * (1 + margin)))
@@ -516,8 +521,14 @@ def _finish(
     elif request is not None and wanted_request is not None and request > wanted_request:
         notes.append(f"keeping the request at {_h(request)}: resources are never lowered")
     if limit is not None and request is not None and request > limit:
-        limit = request
-        notes.append(f"limit raised to the request ({_h(limit)})")
+        # An existing request (current or recommended before) forces the limit up; a new one yields.
+        floor = _max_present(current.request, previous.request if previous else None)
+        if floor is not None and floor > limit:
+            limit = floor
+            notes.append(f"limit raised to the existing request ({_h(limit)})")
+        if request > limit:
+            request = limit
+            notes.append(f"request held at the limit ({_h(request)})")
     if leak is not None:
         notes.append(leak)
         phase = types.Phase.SUSPECTED_LEAK

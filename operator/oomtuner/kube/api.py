@@ -85,9 +85,9 @@ class Client:
             header_params=headers,
             auth_settings=["BearerToken"],
         )
-        payload: Any = None
-        if body is not None:
-            payload = json.dumps(body) if not isinstance(body, (str, bytes)) else body
+        # The REST client JSON-encodes dicts itself (also for +json and yaml content types);
+        # strings and bytes go out as they are.
+        payload: Any = body
         with _COUNT_LOCK:
             REQUEST_COUNTS[method] += 1
         try:

@@ -69,12 +69,20 @@ def bin_dir() -> Path:
     return cache_root() / k8s_version() / "bin"
 
 
+def kwok_stages_dir() -> Path:
+    """kwok's default Stage YAMLs, copied there by build.sh."""
+    return cache_root() / k8s_version() / "share" / "kwok" / "stages"
+
+
 def path(name: str) -> Path:
     return bin_dir() / name
 
 
 def missing(names: tuple[str, ...] = BINARIES) -> list[str]:
-    return [n for n in names if not os.access(path(n), os.X_OK)]
+    out = [n for n in names if not os.access(path(n), os.X_OK)]
+    if "kwok" in names and "kwok" not in out and not (kwok_stages_dir() / "VERSION").is_file():
+        out.append("kwok")
+    return out
 
 
 def build(names: tuple[str, ...] | list[str] = (), *, force: bool = False) -> None:

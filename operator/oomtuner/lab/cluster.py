@@ -25,6 +25,7 @@ Echo = Callable[[str], None]
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 SELF_CHECK_POD = "oomtuner-lab-selfcheck"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+NODE_IP_PREFIX = "10.89.0."  # nothing listens there: kwok nodes are only API objects
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class NodeSpec:
     cpu: int  # cores
     memory_gi: int
 
-    def manifest(self, k8s_version: str) -> dict[str, Any]:
+    def manifest(self, k8s_version: str, index: int) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -49,9 +50,10 @@ class NodeSpec:
                 },
             },
             "spec": {},
+            "status": self.status(k8s_version, index),
         }
 
-    def status(self, k8s_version: str) -> dict[str, Any]:
+    def status(self, k8s_version: str, index: int) -> dict[str, Any]:
         memory_ki = self.memory_gi * 1024 * 1024
         # Like a kubelet with the default eviction threshold (memory.available<100Mi) and
         # 100m of CPU reserved for the system.
@@ -68,13 +70,17 @@ class NodeSpec:
                 "pods": "110",
                 "ephemeral-storage": "95Gi",
             },
+            "addresses": [
+                {"type": "InternalIP", "address": f"{NODE_IP_PREFIX}{10 + index}"},
+                {"type": "Hostname", "address": self.name},
+            ],
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
                 "osImage": "kwok",
                 "kernelVersion": "6.1.0-kwok",
                 "kubeletVersion": k8s_version,
-                "kubeProxyVersion": "",
+                "kubeProxyVersion": "",  # deprecated, but the Python client's model requires it
                 "containerRuntimeVersion": "kwok",
                 "machineID": "",
                 "systemUUID": "",
@@ -193,18 +199,36 @@ def _api_status(exc: Exception) -> int | None:
 
 
 def ensure_nodes(api: Any, k8s_version: str) -> None:
-    for node in NODES:
+    """Create the fake Nodes with their status in the same request: kwok's node-initialize
+    stage keeps the capacity, addresses and nodeInfo it finds, and fills in defaults
+    (1k CPUs, 1Ti) for what is missing, so the status must be there before kwok sees them."""
+    for index, node in enumerate(NODES):
         try:
-            _raw(api.create_node, node.manifest(k8s_version))
+            _raw(api.create_node, node.manifest(k8s_version, index))
         except Exception as exc:
             if _api_status(exc) != 409:
                 raise
-        _raw(
-            api.patch_node_status,
-            node.name,
-            {"status": node.status(k8s_version)},
-            _content_type="application/merge-patch+json",
-        )
+            _raw(
+                api.patch_node_status,
+                node.name,
+                {"status": node.status(k8s_version, index)},
+                _content_type="application/merge-patch+json",
+            )
+
+
+def _delete_stale_leases(api: Any) -> None:
+    """Delete the Node Leases a previous kwok held. Each kwok process has a new identity and
+    will not take over a Lease held by another until it expires (40s), during which the
+    node lifecycle controller may mark the Nodes unreachable and evict their pods."""
+    from kubernetes import client
+
+    leases = client.CoordinationV1Api(api.api_client)
+    for node in NODES:
+        try:
+            leases.delete_namespaced_lease(node.name, "kube-node-lease")
+        except Exception as exc:
+            if _api_status(exc) != 404:
+                raise
 
 
 def _nodes_ready(api: Any) -> bool:
@@ -351,16 +375,20 @@ def _up(paths: Paths, *, echo: Echo, self_check: bool, build: bool) -> None:
         "kube-scheduler": lambda: _ok(f"https://127.0.0.1:{ports.scheduler}/healthz", _insecure_ssl()),
         "kwok": lambda: _ok(f"http://127.0.0.1:{ports.kwok}/healthz"),
     }
-    for name in COMPONENTS:
-        proc = paths.proc(name)
-        start = time.monotonic()
-        pid = processes.start(proc, config.argv(name, bin_dir, paths, ports))
-        processes.wait_until(f"{name} to be healthy", checks[name], timeout=60, proc=proc)
-        echo(f"  {name:<24} pid {pid:<8} ready in {time.monotonic() - start:4.1f}s  log {proc.log_file}")
-
     with core_v1(paths.kubeconfig) as api:
+        for name in COMPONENTS:
+            if name == "kwok":
+                # Before kwok: it keeps the Nodes' status it finds, and must own their Leases.
+                ensure_nodes(api, k8s_version)
+                _delete_stale_leases(api)
+            proc = paths.proc(name)
+            start = time.monotonic()
+            argv = config.argv(name, bin_dir, paths, ports, kwok_stages=binaries.kwok_stages_dir())
+            pid = processes.start(proc, argv, env=config.env(name, paths))
+            processes.wait_until(f"{name} to be healthy", checks[name], timeout=60, proc=proc)
+            echo(f"  {name:<24} pid {pid:<8} ready in {time.monotonic() - start:4.1f}s  log {proc.log_file}")
+
         start = time.monotonic()
-        ensure_nodes(api, k8s_version)
         processes.wait_until("the kwok nodes to be Ready", lambda: _nodes_ready(api), timeout=60)
         processes.wait_until(
             "the default ServiceAccount", lambda: _service_account_ready(api), timeout=60

@@ -16,6 +16,10 @@ from oomtuner.lab.pki import Pki
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service
 POD_CIDR = "10.244.0.0/16"
+#: What the apiserver advertises in the `kubernetes` Endpoints. It binds 127.0.0.1 only, but
+#: a loopback address is invalid in Endpoints, so advertise an address nothing listens on
+#: (like the kwok nodes' addresses): pods in the lab are never run, so never connect.
+ADVERTISE_ADDRESS = "10.89.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 #: Started in this order, stopped in the reverse.
@@ -120,7 +124,8 @@ class Paths:
         self.state_file.write_text(json.dumps({"ports": asdict(ports), **extra}, indent=2) + "\n")
 
     def server(self, ports: Ports | None = None) -> str:
-        return f"https://127.0.0.1:{(ports or self.load_ports()).apiserver}"
+        port = (ports or self.load_ports()).apiserver
+        return f"https://127.0.0.1:{port}" if port else "(no port yet)"
 
 
 def _b64(path: Path) -> str:
@@ -167,7 +172,39 @@ def write_kubeconfigs(paths: Paths, ports: Ports) -> None:
         )
 
 
-def argv(component: str, bin: Path, paths: Paths, ports: Ports) -> list[str]:
+def kwok_workdir(paths: Paths) -> Path:
+    return paths.root / "kwok"
+
+
+def write_kwok_config(paths: Paths, stages_dir: Path) -> Path:
+    """kwok's config: its default Stages (copied from the kwok module by build.sh).
+
+    The standalone kwok binary has no built-in stages (kwokctl writes its defaults into the
+    config it generates), so we do the same: node-initialize and node-heartbeat-with-lease
+    make our Nodes Ready, pod-ready makes pods Running, pod-complete finishes Job pods,
+    pod-delete removes deleted pods. kwok reads `$KWOK_WORKDIR/kwok.yaml` (default
+    ~/.kwok/kwok.yaml) before any --config, so the lab points KWOK_WORKDIR at this file's
+    directory, keeping a user's own kwok config out.
+    """
+    names = ("node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete")
+    # No KwokConfiguration document: without one kwok uses its defaulted configuration
+    # (one with empty options would leave e.g. the lease parallelism at 0), and the flags
+    # set the rest.
+    docs = [(stages_dir / f"{n}.yaml").read_text() for n in names]
+    path = kwok_workdir(paths) / "kwok.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("---\n".join(d if d.endswith("\n") else d + "\n" for d in docs))
+    return path
+
+
+def env(component: str, paths: Paths) -> dict[str, str]:
+    """Extra environment of one component."""
+    if component == "kwok":
+        return {"KWOK_WORKDIR": str(kwok_workdir(paths))}
+    return {}
+
+
+def argv(component: str, bin: Path, paths: Paths, ports: Ports, *, kwok_stages: Path) -> list[str]:
     """The command line of one component."""
     pki = paths.pki
     exe = str(bin / component)
@@ -191,7 +228,7 @@ def argv(component: str, bin: Path, paths: Paths, ports: Ports) -> list[str]:
             exe,
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={ADVERTISE_ADDRESS}",
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki.serving_crt}",
             f"--tls-private-key-file={pki.serving_key}",
@@ -203,6 +240,15 @@ def argv(component: str, bin: Path, paths: Paths, ports: Ports) -> list[str]:
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
+            # The front proxy (aggregation layer) setup, as kubeadm does; without it every
+            # component logs errors about the requestheader client CA.
+            f"--requestheader-client-ca-file={pki.ca_crt}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.client_crt('front-proxy-client')}",
+            f"--proxy-client-key-file={pki.client_key('front-proxy-client')}",
             "--profiling=false",
         ]
     if component in ("kube-controller-manager", "kube-scheduler"):
@@ -233,9 +279,14 @@ def argv(component: str, bin: Path, paths: Paths, ports: Ports) -> list[str]:
         return [
             exe,
             f"--kubeconfig={paths.component_kubeconfig('kwok')}",
+            f"--config={write_kwok_config(paths, kwok_stages)}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--cidr={POD_CIDR}",
             f"--server-address=127.0.0.1:{ports.kwok}",
+            # kwok renews the Node Leases (node-heartbeat-with-lease only refreshes the
+            # conditions every 10 minutes), or the node lifecycle controller taints the
+            # nodes unreachable and evicts their pods.
+            "--node-lease-duration-seconds=40",
         ]
     raise ValueError(f"unknown component {component!r}")

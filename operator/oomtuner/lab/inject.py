@@ -25,6 +25,7 @@ _STATUS_FIELD: dict[str, str] = {
     "init": "initContainerStatuses",
     "ephemeral": "ephemeralContainerStatuses",
 }
+_LABEL: dict[str, str] = {"container": "container", "init": "init container", "ephemeral": "ephemeral container"}
 _SPEC_FIELD: dict[str, str] = {
     "container": "containers",
     "init": "initContainers",
@@ -86,11 +87,11 @@ def oom_kill(
             None,
         )
         if spec is None:
-            raise ValueError(f"pod {namespace}/{pod} has no {container_kind} container {container!r}")
+            raise ValueError(f"pod {namespace}/{pod} has no {_LABEL[container_kind]} {container!r}")
         if index is None:
             if container_kind != "ephemeral":
                 raise ValueError(
-                    f"pod {namespace}/{pod} has no status for {container_kind} container {container!r} "
+                    f"pod {namespace}/{pod} has no status for {_LABEL[container_kind]} {container!r} "
                     f"(is it Running yet?)"
                 )
             statuses.append({"name": container, "image": spec.get("image", ""), "restartCount": 0})

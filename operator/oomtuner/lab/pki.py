@@ -14,9 +14,10 @@ from pathlib import Path
 
 DAYS = 3650
 
-#: Names the apiserver's serving certificate answers to. The IP is the first address of
-#: the service range (the `kubernetes` Service).
+
 def serving_sans(service_ip: str) -> list[str]:
+    """Names the apiserver's serving certificate answers to; `service_ip` is the first
+    address of the service range (the `kubernetes` Service)."""
     return [
         "DNS:localhost",
         "DNS:kubernetes",
@@ -42,6 +43,8 @@ CLIENTS: tuple[ClientCert, ...] = (
     ClientCert("kube-controller-manager", "system:kube-controller-manager"),
     ClientCert("kube-scheduler", "system:kube-scheduler"),
     ClientCert("kwok", "kwok-controller", ("system:masters",)),
+    # The apiserver's client certificate towards aggregated API servers (front proxy).
+    ClientCert("front-proxy-client", "front-proxy-client"),
 )
 
 
