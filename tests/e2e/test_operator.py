@@ -172,7 +172,9 @@ def test_statefulset_daemonset_cronjob_init_and_sidecar(kube: api.Client, core_v
     _kill(core_v1, namespace, db, "app")
     agent = kit.running_pods(kube, namespace, "agent")[0]
     _kill(core_v1, namespace, agent)
-    nightly = kit.running_pods(kube, namespace, "nightly")[0]
+    # kwok completes Job pods at once; a kubelet would report the kill on the finished pod just the same.
+    nightly = kit.wait_for(lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=nightly"})
+                                    if (p.get("status") or {}).get("containerStatuses")], timeout=60, what="the nightly pod")[0]
     _kill(core_v1, namespace, nightly)
 
     rec = kit.wait_recommendation(kube, namespace, "statefulset-db", lambda r: (r.get("status") or {}).get("totalKills") == 3)

@@ -114,7 +114,7 @@ def test_a_kill_without_a_raise_restarts_after_the_crash_loop_back_off() -> None
     # From minute 400 the demand never fits: back-off 10 s, 20 s, 40 s (next minute), 80 s (+1),
     # 160 s (+2), then 300 s (+5) for good.
     trace = flat_trace(460, changes={m: 200 * MI for m in range(400, 460)})
-    outcome = quality.simulate(trace, Stubborn(), stable_days=0)
+    outcome = quality.simulate(trace, Stubborn(), stable_days=1)
     assert [k.minute for k in outcome.kills] == [400, 401, 402, 403, 405, 408, 414, 420, 426, 432, 438, 444, 450, 456]
     assert not outcome.converged
 
