@@ -452,6 +452,12 @@ def table(result: dict[str, Any]) -> str:
                 f"{family:<9} {name:<16} {s['kills_mean']:>6.1f} {s['kills_p50']:>5g} {s['kills_max']:>5} "
                 f"{_pct(s['converged']):>5} {_pct(s['waste_mean']):>6} {_pct(s['waste_max']):>6} {_pct(s['leak_flagged']):>5}"
             )
+        ours = rows.get("ours", {})
+        if ours.get("leak_flagged"):
+            lines.append(
+                f"{'':<9} ours flagged SuspectedLeak on {_pct(ours['leak_flagged'])} of traces, at kill "
+                f"{ours['leak_flag_kills_mean']:g} on average, {ours['leak_flag_hours_mean']:g} h after the start"
+            )
         verdict = result["target"].get(family)
         if verdict:
             fewer = ", ".join(p for p, ok in verdict["fewer_kills_than"].items() if not ok) or "none"

@@ -177,7 +177,7 @@ def _setup_logging(settings: config.Settings, verbose: bool) -> None:
         log_refkey="object" if fmt == "json" else None,
     )
     logging.getLogger().setLevel(settings.log_level.upper() if not verbose else "DEBUG")
-    for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
+    for noisy in ("kubernetes", "urllib3", "aiohttp.access") + (() if verbose else ("kopf.objects",)):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -245,7 +245,8 @@ def run(
     kopf.run(
         standalone=settings.standalone,
         priority=settings.priority,
-        peering_name=settings.peering_name,
+        # A peering name makes peering mandatory in kopf (its KopfPeering CRDs must exist).
+        peering_name=None if settings.standalone else settings.peering_name,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,

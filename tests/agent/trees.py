@@ -7,6 +7,7 @@ folder a kubelet with the cgroupfs or the systemd driver would create for a pod'
 
 from __future__ import annotations
 
+import os
 import pathlib
 import secrets
 import uuid
@@ -55,16 +56,25 @@ def write_container(
 ) -> pathlib.Path:
     """Write (or overwrite) the memory files of one cgroup, as the kernel shows them."""
     path.mkdir(parents=True, exist_ok=True)
+    # Each file is replaced whole, and the OOM counter last, so a reader polling meanwhile (as the agent
+    # does in loop tests) sees old or new content, never half a file: the kernel's files behave so.
     if version == "v2":
-        (path / "memory.events").write_text(
-            f"low 0\nhigh 0\nmax {limit_hits * 3}\noom {limit_hits}\noom_kill {oom_kill}\noom_group_kill {oom_group_kill}\n"
+        _replace(path / "memory.max", f"{limit}\n" if limit is not None else "max\n")
+        _replace(
+            path / "memory.events",
+            f"low 0\nhigh 0\nmax {limit_hits * 3}\noom {limit_hits}\noom_kill {oom_kill}\noom_group_kill {oom_group_kill}\n",
         )
-        (path / "memory.max").write_text(f"{limit}\n" if limit is not None else "max\n")
     else:
-        (path / "memory.oom_control").write_text(f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kill}\n")
-        (path / "memory.limit_in_bytes").write_text(f"{limit if limit is not None else V1_UNLIMITED}\n")
-        (path / "memory.failcnt").write_text(f"{limit_hits}\n")
+        _replace(path / "memory.limit_in_bytes", f"{limit if limit is not None else V1_UNLIMITED}\n")
+        _replace(path / "memory.failcnt", f"{limit_hits}\n")
+        _replace(path / "memory.oom_control", f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kill}\n")
     return path
+
+
+def _replace(path: pathlib.Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def hierarchy(root: pathlib.Path, version: Version) -> pathlib.Path:

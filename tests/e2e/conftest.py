@@ -102,14 +102,14 @@ class OperatorProcess:
         self.metrics_port, self.liveness_port = _free_port(), _free_port()
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "OOMTUNER_LOG_FORMAT": "text",
                "OOMTUNER_COOLDOWN": "10m", **self.extra_env}
-        log = open(self.log_path, "ab")
-        log.write(f"\n==== start #{self.starts + 1} at {datetime.datetime.now().isoformat()} ====\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oomtuner", "run", "--standalone", "--all-namespaces",
-             "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start #{self.starts + 1} at {datetime.datetime.now().isoformat()} ====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oomtuner", "run", "--standalone", "--all-namespaces",
+                 "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            )
         self.starts += 1
         wait_for(self._healthy, timeout=60, what="the operator's /healthz")
 

@@ -92,3 +92,43 @@ def events_for(kube: api.Client, namespace: str, *, reason: str, name: str | Non
 
 def utc(seconds_ago: float = 0) -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(seconds=seconds_ago)
+
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def dedicated_node(kube: api.Client, name: str, *, memory: str = "16Gi") -> str | None:
+    """A node of the test's own, so a node-wide OOM posted on it cannot touch other tests' kills.
+
+    On the lab it is a new kwok node (kwok manages every Node carrying its annotation); it carries a
+    taint that only the test's pods tolerate. Returns None where nodes cannot be made up (kind):
+    the caller then shares a real node.
+    """
+    nodes = kube.list("/api/v1/nodes")
+    if not any((n["metadata"].get("annotations") or {}).get(KWOK_ANNOTATION) == "fake" for n in nodes):
+        return None
+    kube.create("/api/v1/nodes", {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "annotations": {KWOK_ANNOTATION: "fake"},
+                     "labels": {"kubernetes.io/hostname": name, "type": "kwok", "oomtuner.dev/e2e": name}},
+        "spec": {"taints": [{"key": "oomtuner.dev/e2e", "value": name, "effect": "NoSchedule"}]},
+        "status": {"capacity": {"cpu": "4", "memory": memory, "pods": "110"},
+                   "allocatable": {"cpu": "4", "memory": memory, "pods": "110"}},
+    })
+
+    def ready() -> bool:
+        body = kube.get(f"/api/v1/nodes/{name}")
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (body.get("status") or {}).get("conditions") or [])
+
+    wait_for(ready, timeout=30, what=f"node {name} Ready")
+    return name
+
+
+def on_node(template: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """Pin a pod template to the dedicated node (a no-op without one)."""
+    if node is not None:
+        spec = template["spec"]["template"]["spec"]
+        spec["nodeSelector"] = {"oomtuner.dev/e2e": node}
+        spec["tolerations"] = [{"key": "oomtuner.dev/e2e", "operator": "Equal", "value": node, "effect": "NoSchedule"}]
+    return template

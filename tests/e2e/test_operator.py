@@ -147,7 +147,7 @@ def test_statefulset_daemonset_cronjob_init_and_sidecar(kube: api.Client, core_v
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
         "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": labels}, "template": kit.pod_template(
             labels, [kit.container()],
-            init=[kit.container("migrate", limit="64Mi"),
+            init=[kit.container("migrate", request="32Mi", limit="64Mi"),
                   {**kit.container("proxy", request="32Mi", limit="64Mi"), "restartPolicy": "Always"}])}})
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/daemonsets", {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
@@ -156,9 +156,9 @@ def test_statefulset_daemonset_cronjob_init_and_sidecar(kube: api.Client, core_v
     cron = kube.create(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
         "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {
-            **kit.pod_template({"app": "nightly"}, [kit.container()]),
+            "metadata": {"labels": {"app": "nightly"}},
+            "spec": {"restartPolicy": "Never", "containers": [kit.container()]},
         }}}}})
-    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Never"
     kube.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "nightly-1", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
@@ -188,8 +188,17 @@ def test_statefulset_daemonset_cronjob_init_and_sidecar(kube: api.Client, core_v
 
 
 def test_node_oom_of_a_best_effort_container(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
-    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                kit.deployment("batch", containers=[kit.container("worker", request=None, limit=None)]))
+    node_name = kit.dedicated_node(kube, f"{namespace}-node")
+    try:
+        _node_oom_scenario(kube, core_v1, namespace, node_name)
+    finally:
+        if node_name:
+            kube.delete(f"/api/v1/nodes/{node_name}")
+
+
+def _node_oom_scenario(kube: api.Client, core_v1: Any, namespace: str, node_name: str | None) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.on_node(
+        kit.deployment("batch", containers=[kit.container("worker", request=None, limit=None)]), node_name))
     pod = kit.running_pods(kube, namespace, "batch")[0]
     node = pod["spec"]["nodeName"]
     at = kit.utc()
@@ -269,7 +278,9 @@ def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, c
         started = datetime.datetime.fromisoformat(
             pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].replace("Z", "+00:00"))
         # Each instance dies after the same lifetime at a higher limit: the shape of a leak.
-        _kill(core_v1, namespace, pod, at=started + datetime.timedelta(minutes=30))
+        at = started + datetime.timedelta(seconds=4)
+        time.sleep(max(0.0, (at - kit.utc()).total_seconds()))
+        _kill(core_v1, namespace, pod, at=at)
         rec = kit.wait_recommendation(kube, namespace, "deployment-web",
                                       lambda r: (r.get("status") or {}).get("totalKills") == round_ + 1)
         if round_ < 2:

@@ -169,11 +169,19 @@ def test_dry_run_rejection_changes_nothing(kube: api.Client, namespace: str) -> 
         wl = owners.read_workload(kube, kind="Deployment", namespace=namespace, name="web")
         assert wl is not None
 
-        def rejected() -> patching.Outcome | None:
-            out = patching.apply_memory(kube, target=wl, changes=_changes(), field_manager="oomtuner", respected_managers=set())
-            return out if out.result == patching.Result.REJECTED else None
+        probe = patch.apply_body(api_version="apps/v1", kind="Deployment", name="web", namespace=namespace, changes=_changes())
 
-        out = wait_for(rejected, timeout=20, what="the admission policy to take effect")
+        def policy_active() -> bool:
+            try:
+                kube.apply(f"/apis/apps/v1/namespaces/{namespace}/deployments/web", probe, field_manager="probe",
+                           dry_run=True, force=True)
+            except api.ApiError as exc:
+                return "300Mi" in exc.message
+            return False
+
+        wait_for(policy_active, timeout=30, what="the admission policy to take effect")
+        out = patching.apply_memory(kube, target=wl, changes=_changes(), field_manager="oomtuner", respected_managers=set())
+        assert out.result == patching.Result.REJECTED
         assert "300Mi" in out.message and out.message.startswith("dry run rejected")
         assert _template_memory(kube, namespace, "web")["limits"]["memory"] == "256Mi"
     finally:

@@ -89,8 +89,8 @@ def test_message_reads_for_people() -> None:
     message = child_kills.format_message(FACTS)
 
     assert message.startswith(
-        "Kernel OOM-killed 1 process in container app that is not its main process, "
-        "so the container keeps running; memory limit 256Mi. | "
+        "Kernel OOM-killed 1 process in container app (memory limit 256Mi); unless the main process was "
+        "among them, the container keeps running and its status does not show it. | "
     )
     assert f"containerID={CID} oomKill=3 newKills=1 limitBytes=268435456 hitLimit=true qos=Burstable" in message
 

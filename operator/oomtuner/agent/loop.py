@@ -29,7 +29,7 @@ def tick(*, poller: watcher.Watcher, sender: reporter.Reporter, now: datetime.da
     """One poll: read every counter, hand the rises to the reporter, try to deliver. Returns the rises."""
     increases = poller.poll(now=now)
     for increase in increases:
-        logger.info(
+        logger.debug(
             "oom_kill of cgroup %s rose by %d to %d (pod uid %s, container id %s)",
             increase.cgroup.key, increase.new_kills, increase.counters.oom_kill,
             increase.cgroup.pod_uid, increase.cgroup.container_id,

@@ -12,9 +12,9 @@ The event names its container the way the kubelet's own events do, with
 sidecars, `spec.ephemeralContainers{…}` for ephemeral ones). The numbers ride in the message: a human
 sentence, then ` | ` and `key=value` fields, e.g.
 
-    Kernel OOM-killed 1 process in container app that is not its main process, so the container
-    keeps running; memory limit 256Mi. | container=app containerID=3f…9a oomKill=3 newKills=1
-    limitBytes=268435456 hitLimit=true qos=Burstable
+    Kernel OOM-killed 1 process in container app (memory limit 256Mi); unless the main process was
+    among them, the container keeps running and its status does not show it. | container=app
+    containerID=3f…9a oomKill=3 newKills=1 limitBytes=268435456 hitLimit=true qos=Burstable
 
 `oomKill` is the cgroup's counter after the kills, `newKills` how many it rose by since the agent last
 read it. `hitLimit` says whether the container's own cgroup reached its limit in that time (v2:
@@ -105,11 +105,10 @@ class ChildOOMKill(kills.OOMKill):
 def format_message(facts: ChildKillFacts) -> str:
     """The event message: one human sentence, then ` | ` and the fields `parse_message` reads back."""
     processes = "1 process" if facts.new_kills == 1 else f"{facts.new_kills} processes"
-    verb = "is" if facts.new_kills == 1 else "are"
     limit = f"memory limit {quantity.humanize(facts.limit)}" if facts.limit is not None else "no memory limit"
     sentence = (
-        f"Kernel OOM-killed {processes} in container {facts.container} that {verb} not its main process, "
-        f"so the container keeps running; {limit}."
+        f"Kernel OOM-killed {processes} in container {facts.container} ({limit}); unless the main process "
+        "was among them, the container keeps running and its status does not show it."
     )
     hit = _UNKNOWN if facts.hit_limit is None else str(facts.hit_limit).lower()
     fields = {

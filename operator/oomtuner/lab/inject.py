@@ -138,7 +138,9 @@ def _killed(
         "containerID": old_id,
     }
     new = dict(old)
-    if kind == "ephemeral":
+    # A container that already terminated (an ephemeral container, or a Job's pod that kwok has
+    # completed) is not restarted: the kubelet reports the kill as its final state.
+    if kind == "ephemeral" or (state.get("terminated") and kind == "container"):
         new["state"] = {"terminated": terminated}
         new["ready"] = False
         new["started"] = False
