@@ -253,6 +253,15 @@ def run(
     )
 
 
+def _attach_agent() -> None:
+    from oomtuner.agent import command as agent_command
+
+    main.add_command(agent_command.agent)
+
+
+_attach_agent()
+
+
 def _attach_lab() -> None:
     try:
         from oomtuner.lab import commands as lab_commands

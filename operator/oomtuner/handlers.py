@@ -67,12 +67,16 @@ async def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     _operator().on_node(dict(body), deleted=type == "DELETED")
 
 
+# Node-wide OOMs (kubelet, node-problem-detector) and the node agent's kills of child processes.
+_OOM_EVENT_REASONS = frozenset({"SystemOOM", "OOMKilling", "OOMKillChildProcess"})
+
+
 def _node_oom(body: Any, **_: Any) -> bool:
-    return body.get("reason") in ("SystemOOM", "OOMKilling")
+    return body.get("reason") in _OOM_EVENT_REASONS
 
 
 @kopf.on.event("", "v1", "events", when=_node_oom)
-async def node_oom_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def oom_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         return
     await _run("event", _operator().on_event, dict(body))

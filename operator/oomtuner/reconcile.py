@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from oomtuner import config
 from oomtuner.api import core, policy, recommendation, types
-from oomtuner.domain import classify, duration, kills, ledger, patch, quantity, recommend, selection, workload
+from oomtuner.domain import child_kills, classify, duration, kills, ledger, patch, quantity, recommend, selection, workload
 from oomtuner.kube import api, events, owners, patching, store
 from oomtuner.prom import metrics
 
@@ -120,8 +120,12 @@ class Operator:
         return info.capacity if info else None
 
     def on_event(self, body: Mapping[str, Any]) -> classify.NodeOOM | None:
-        """Record node-wide OOMs (kubelet SystemOOM, node-problem-detector OOMKilling)."""
+        """Record node-wide OOMs (kubelet SystemOOM, node-problem-detector OOMKilling); hand the node
+        agent's OOMKillChildProcess events to `on_child_kill`."""
         reason = body.get("reason")
+        if reason == child_kills.REASON:
+            self.on_child_kill(body)
+            return None
         if reason not in ("SystemOOM", "OOMKilling"):
             return None
         try:
@@ -201,10 +205,35 @@ class Operator:
             return 0
         pod = core.parse_pod(body)
         found = kills.kills_from_pod(pod, node_memory_capacity=self.node_capacity(pod.spec.nodeName))
+        return self._handle_kills(body, found)
+
+    def on_child_kill(self, body: Mapping[str, Any]) -> int:
+        """An OOMKillChildProcess event from the node agent: a process other than the container's
+        main one was killed, so the pod status shows nothing (unless the container restarted too)."""
+        involved = body.get("involvedObject") or {}
+        namespace = involved.get("namespace") or (body.get("metadata") or {}).get("namespace")
+        name = involved.get("name")
+        if not namespace or not name:
+            return 0
+        pod_body = self.client.get_or_none(api.namespaced(group="", version="v1", plural="pods", namespace=namespace, name=name))
+        if pod_body is None:
+            logger.info("pod %s/%s of an %s event is gone; nothing to attribute it to", namespace, name, child_kills.REASON)
+            return 0
+        pod = core.parse_pod(pod_body)
+        capacity = self.node_capacity(pod.spec.nodeName)
+        found = child_kills.kills_from_event(body, pod=pod, node_memory_capacity=capacity)
+        if not found:
+            return 0
+        in_status = kills.kills_from_pod(pod, node_memory_capacity=capacity)
+        if any(child_kills.same_kill(c, s) for c in found for s in in_status):
+            return 0  # the container restarted: the pod-status kill is the one counted
+        return self._handle_kills(pod_body, list(found))
+
+    def _handle_kills(self, pod_body: Mapping[str, Any], found: list[kills.OOMKill]) -> int:
         fresh = [k for k in found if k.identity not in self.seen]
         if not fresh:
             return 0
-        target = owners.resolve(self.client, body)
+        target = owners.resolve(self.client, pod_body)
         key = f"{target.namespace}/{recommendation.name_for(kind=target.kind, name=target.name)}"
         with self._locks[key]:
             recorded = self._record(target, fresh)

@@ -57,3 +57,21 @@ def test_identity_is_stable_between_state_and_last_state() -> None:
     a = _kill(3)
     b = kills.OOMKill(**{**a.__dict__, "restart_count": a.restart_count + 1})
     assert a.identity == b.identity
+
+
+def test_agent_kill_and_status_kill_of_one_restart_count_once() -> None:
+    from oomtuner.domain import child_kills
+
+    status_kill = _kill(5)
+    child = child_kills.ChildOOMKill(**{**status_kill.__dict__, "at": status_kill.at + datetime.timedelta(seconds=2)},
+                                     oom_kill_counter=1, hit_own_limit=True)
+    assert child.identity != status_kill.identity
+    # Agent first, then the pod status.
+    records = ledger.append([], [_classified(child)])
+    assert ledger.unseen(records, [status_kill]) == []
+    # Pod status first, then the agent.
+    records = ledger.append([], [_classified(status_kill)])
+    assert ledger.unseen(records, [child]) == []
+    # A status kill long after the agent's is another kill.
+    later = _kill(30)
+    assert ledger.unseen(ledger.append([], [_classified(child)]), [later]) == [later]

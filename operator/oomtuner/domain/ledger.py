@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from oomtuner.api import recommendation, types
-from oomtuner.domain import kills, quantity
+from oomtuner.domain import child_kills, kills, quantity
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,27 @@ def unseen(records: Sequence[recommendation.Kill], candidates: Sequence[kills.OO
     if len(records) >= capacity:
         times = [t for t in (_parse_time(r.at) for r in records) if t is not None]
         watermark = min(times) if times else None
+    # A kill the node agent reported and the same kill in the pod status (the container did restart)
+    # have different identities: match them by pod, container and time (child_kills.same_kill).
+    children = [from_record(r, namespace="").kill for r in records if _is_child(r.id)]
+    statuses = [from_record(r, namespace="").kill for r in records if not _is_child(r.id)]
     fresh: dict[str, kills.OOMKill] = {}
     for k in candidates:
         if k.identity in known or k.identity in fresh:
             continue
         if watermark is not None and k.at is not None and k.at <= watermark:
             continue
+        if _is_child(k.identity):
+            if any(child_kills.same_kill(k, s) for s in statuses):
+                continue
+        elif any(child_kills.same_kill(c, k) for c in children):
+            continue
         fresh[k.identity] = k
     return sorted(fresh.values(), key=lambda k: (k.at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc), k.identity))
+
+
+def _is_child(identity: str) -> bool:
+    return "/child/" in identity
 
 
 def append(records: Sequence[recommendation.Kill], added: Sequence[Classified], *, capacity: int = recommendation.MAX_KILLS) -> list[recommendation.Kill]:
