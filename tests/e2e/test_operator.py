@@ -277,10 +277,11 @@ def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, c
         pod = kit.wait_for(current_pod, timeout=90, what=f"a fresh pod for round {round_}")
         started = datetime.datetime.fromisoformat(
             pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].replace("Z", "+00:00"))
-        # Each instance dies after the same lifetime at a higher limit: the shape of a leak.
-        at = started + datetime.timedelta(seconds=4)
-        time.sleep(max(0.0, (at - kit.utc()).total_seconds()))
-        _kill(core_v1, namespace, pod, at=at)
+        # Each instance dies after the same lifetime (20 minutes, written as the kubelet would report
+        # it) at a higher limit: the shape of a leak. The pause keeps the next pod's start, and so
+        # its kill, in a later second than this one's.
+        time.sleep(1.1)
+        _kill(core_v1, namespace, pod, at=started + datetime.timedelta(minutes=20))
         rec = kit.wait_recommendation(kube, namespace, "deployment-web",
                                       lambda r: (r.get("status") or {}).get("totalKills") == round_ + 1)
         if round_ < 2:

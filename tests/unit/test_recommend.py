@@ -301,6 +301,9 @@ def test_three_kills_at_raised_limits_after_similar_lifetimes_suspect_a_leak() -
         [kill(0, limit=256 * MI), kill(60, limit=384 * MI)],
         # the same limit every time
         [kill(0), kill(60), kill(120)],
+        # start-up peaks: each instance dies within seconds, at raised limits — not a leak
+        [kill(0, limit=256 * MI, lifetime_minutes=0.2), kill(1, limit=384 * MI, lifetime_minutes=0.2),
+         kill(2, limit=576 * MI, lifetime_minutes=0.25)],
         # the limit went down in between
         [kill(0, limit=384 * MI), kill(60, limit=256 * MI), kill(120, limit=576 * MI)],
     ],

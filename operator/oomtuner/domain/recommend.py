@@ -38,6 +38,11 @@ NODE_LIMIT_TO_REQUEST = 2
 LEAK_MIN_KILLS = 3
 LEAK_LIFETIME_TOLERANCE = fractions.Fraction(1, 2)
 LEAK_GROWTH_SHARE = fractions.Fraction(1, 4)
+# An instance killed this soon after it started hit a start-up peak, not a leak: a leak needs time
+# to fill the memory. Without this, a start-up peak above a few successive limits (killed within
+# seconds each time, at raised limits, after "similar" lifetimes) looks like a leak and stops the
+# bumps that would fix it.
+LEAK_MIN_LIFETIME = datetime.timedelta(minutes=2)
 
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 
@@ -188,7 +193,8 @@ def _suspected_leak(
 ) -> str | None:
     """Why a leak is suspected, or None.
 
-    (a) Kills classified Limit, taken in time order, the first one at each new limit: if the last
+    (a) Kills classified Limit after a lifetime of at least LEAK_MIN_LIFETIME (shorter ones are
+    start-up peaks), taken in time order, the first one at each new limit: if the last
     three or more were at strictly increasing limits and each instance lived a similar time (within
     ±50% of the median lifetime), raising the limit did not help. (b) The working set grew by at
     least 25% of the limit over the usage window. Kills without startedAt/finishedAt/limit cannot
@@ -202,8 +208,9 @@ def _suspected_leak(
             and k.at is not None
             and k.started_at is not None
             and k.limit_at_kill is not None
+            and k.at - k.started_at >= LEAK_MIN_LIFETIME
         ),
-        key=lambda k: (k.at or _EPOCH, k.identity),
+        key=lambda k: (k.at or _EPOCH, k.started_at or _EPOCH, k.limit_at_kill or 0, k.identity),
     )
     steps: list[tuple[int, datetime.timedelta]] = []
     for kill in timed:
