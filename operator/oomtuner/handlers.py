@@ -10,6 +10,7 @@ the same pod (or the resume listing after a restart) brings the kill back, still
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
@@ -40,8 +41,16 @@ async def _run(kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
+# Worker threads for the blocking API calls. asyncio's default pool has cpu+4 threads; a burst of
+# kills of one workload queues on that workload's lock, and must not starve the other workloads.
+WORKER_THREADS = 32
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="oomtuner")
+    )
     # Nothing of kopf's bookkeeping on the objects the operator watches.
     settings.persistence.progress_storage = kopf.MultiProgressStorage([])  # type: ignore[arg-type]
     settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])  # type: ignore[arg-type]

@@ -38,6 +38,12 @@ def test_owner_resolution_for_every_kind(kube: api.Client, namespace: str) -> No
     assert (wl.kind, wl.name, wl.api_version) == ("Deployment", "web", "apps/v1")
     assert wl.uid and wl.template_labels == {"app": "web"}
     assert [c.name for c in wl.containers()] == ["app"]
+    # The ReplicaSet → Deployment link is remembered: the second resolution reads the Deployment only.
+    gets = api.REQUESTS.labels(verb="GET")
+    before = gets._value.get()
+    again = owners.resolve(kube, pod)
+    assert gets._value.get() - before == 1
+    assert (again.kind, again.name, again.uid) == (wl.kind, wl.name, wl.uid)
 
     labels = {"app": "db"}
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/statefulsets", {

@@ -105,7 +105,10 @@ def unseen(records: Sequence[recommendation.Kill], candidates: Sequence[kills.OO
     for k in candidates:
         if k.identity in known or k.identity in fresh:
             continue
-        if watermark is not None and k.at is not None and k.at <= watermark:
+        # Strictly older than everything kept: it fell out of the ledger, it was counted. (A kill in
+        # the same second as the oldest kept one is counted as new: finishedAt has second precision,
+        # and a burst of kills of one workload shares its seconds.)
+        if watermark is not None and k.at is not None and k.at < watermark:
             continue
         if _is_child(k.identity):
             if any(child_kills.same_kill(k, s) for s in statuses):

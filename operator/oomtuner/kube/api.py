@@ -4,27 +4,28 @@ The generated typed client turns every response into its own models; the operato
 its own pydantic models at the edge instead (`api.core`, `api.policy`, `api.recommendation`). So this
 module sends requests through `ApiClient` (which owns authentication, TLS and proxies from the
 kubeconfig or the in-cluster service account) and hands back plain dicts. It also counts requests
-per verb, which `bench/` reads.
+per verb (`oomtuner_api_requests_total`), which `bench/` reads.
 
 Every call is synchronous; async callers run it with `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-import collections
 import json
-import threading
 import urllib.parse
 from typing import Any, Mapping
 
 import kubernetes
+import prometheus_client
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
-REQUEST_COUNTS: collections.Counter[str] = collections.Counter()
-_COUNT_LOCK = threading.Lock()
+# Every request this client sends (kopf's own watch streams are not counted here).
+REQUESTS = prometheus_client.Counter(
+    "oomtuner_api_requests_total", "Requests the operator sent to the API server, outside kopf's watches.", ["verb"]
+)
 
 
 class ApiError(Exception):
@@ -88,8 +89,7 @@ class Client:
         # The REST client JSON-encodes dicts itself (also for +json and yaml content types);
         # strings and bytes go out as they are.
         payload: Any = body
-        with _COUNT_LOCK:
-            REQUEST_COUNTS[method] += 1
+        REQUESTS.labels(verb=method).inc()
         try:
             response = self.api_client.call_api(
                 method, url, header_params=headers, body=payload, _request_timeout=self.timeout

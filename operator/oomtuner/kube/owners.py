@@ -54,8 +54,18 @@ def read(client: api.Client, *, kind: str, namespace: str, name: str) -> dict[st
         return None
 
 
+# The controller of a ReplicaSet or Job, by (namespace, kind, name, uid). An owner reference does not
+# change, so a burst of kills in one Deployment reads its ReplicaSet once. Bounded; the oldest go.
+_CHAIN: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
+_CHAIN_CAPACITY = 10_000
+
+
 def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workload:
-    """The top-most readable controller of the pod, as a Workload (the pod itself for bare pods)."""
+    """The top-most readable controller of the pod, as a Workload (the pod itself for bare pods).
+
+    The workload itself is always read fresh (its template is the current memory); only the links
+    between intermediate owners are cached.
+    """
     body: Mapping[str, Any] = pod_body
     kind = "Pod"
     namespace = (pod_body.get("metadata") or {}).get("namespace") or ""
@@ -63,9 +73,26 @@ def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workloa
         ref = _controller(body.get("metadata") or {})
         if ref is None or ref.get("kind") not in _FOLLOW.get(kind, set()):
             break
+        key = (namespace, str(ref["kind"]), str(ref["name"]), str(ref.get("uid") or ""))
+        link = _CHAIN.get(key, ("", "")) if ref["kind"] in ("ReplicaSet", "Job") else ("", "")
+        if link is None or link[0]:
+            # Known: skip reading the intermediate owner, go to its controller (or stop at it).
+            target_kind, target_name = (ref["kind"], ref["name"]) if link is None else link
+            owner = read(client, kind=target_kind, namespace=namespace, name=target_name)
+            if owner is None:
+                break
+            body, kind = owner, target_kind
+            if link is None:
+                break
+            continue
         owner = read(client, kind=ref["kind"], namespace=namespace, name=ref["name"])
         if owner is None:
             break
+        if ref["kind"] in ("ReplicaSet", "Job"):
+            up = _controller(owner.get("metadata") or {})
+            if len(_CHAIN) >= _CHAIN_CAPACITY:
+                _CHAIN.pop(next(iter(_CHAIN)))
+            _CHAIN[key] = (str(up["kind"]), str(up["name"])) if up and up.get("kind") in _FOLLOW[ref["kind"]] else None
         body, kind = owner, ref["kind"]
     if kind == "Pod":
         body = {"apiVersion": "v1", "kind": "Pod", **{k: v for k, v in pod_body.items() if k not in ("apiVersion", "kind")}}
