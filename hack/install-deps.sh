@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the lab and the tests need. Installs only what is missing, so a machine that has
 # them does not touch the network.
+# - prometheus (with promtool): the lab's real Prometheus for usage history (tests/e2e/test_prometheus.py).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v make >/dev/null || need+=(make)
+{ command -v prometheus && command -v promtool; } >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

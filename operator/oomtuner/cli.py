@@ -190,6 +190,9 @@ def _setup_logging(settings: config.Settings, verbose: bool) -> None:
 @click.option("--standalone", is_flag=True, default=None, help="No peering: for a single replica.")
 @click.option("--priority", type=int, help="Peering priority; give each replica its own.")
 @click.option("--prometheus-url", help="Prometheus base URL for usage history.")
+@click.option("--prometheus-bearer-token-file", help="File with a bearer token for Prometheus (read on every query).")
+@click.option("--prometheus-ca-file", help="CA bundle for Prometheus' TLS certificate.")
+@click.option("--prometheus-timeout", help="Timeout of one Prometheus query, e.g. 5s.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), help="auto: JSON when not on a terminal.")
 @click.option("-v", "--verbose", is_flag=True)
 @_kubeconfig
@@ -203,6 +206,9 @@ def run(
     standalone: bool | None,
     priority: int | None,
     prometheus_url: str | None,
+    prometheus_bearer_token_file: str | None,
+    prometheus_ca_file: str | None,
+    prometheus_timeout: str | None,
     log_format: str | None,
     verbose: bool,
     kubeconfig: str | None,
@@ -228,10 +234,16 @@ def run(
         "standalone": standalone,
         "priority": priority,
         "prometheus_url": prometheus_url,
+        "prometheus_bearer_token_file": prometheus_bearer_token_file,
+        "prometheus_ca_file": prometheus_ca_file,
+        "prometheus_timeout": prometheus_timeout,
         "log_format": log_format,
     }
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    settings = config.Settings.model_validate(settings.model_dump())
+    try:
+        settings = config.Settings.model_validate(settings.model_dump())
+    except ValueError as exc:  # pydantic's ValidationError, e.g. a --prometheus-timeout that is no duration
+        raise _Fail(str(exc).splitlines()[0] + ": " + " ".join(str(exc).splitlines()[1:3])) from None
     _setup_logging(settings, verbose)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -239,8 +251,9 @@ def run(
     handlers.OPERATOR = reconcile.Operator(client=cl, settings=settings)
     metrics.serve(settings.metrics_port)
     logger.info(
-        "oomtuner %s starting: namespaces=%s default mode=%s metrics port=%s",
+        "oomtuner %s starting: namespaces=%s default mode=%s metrics port=%s prometheus=%s",
         __version__, ",".join(settings.namespaces) or "*", settings.default_mode.value, settings.metrics_port,
+        settings.prometheus_url or "none",
     )
     kopf.run(
         standalone=settings.standalone,

@@ -39,6 +39,28 @@ class Settings(pydantic.BaseModel):
     prometheus_url: str | None = pydantic.Field(
         default=None, description="Prometheus base URL for usage history (OOMTUNER_PROMETHEUS_URL)."
     )
+    prometheus_bearer_token_file: str | None = pydantic.Field(
+        default=None,
+        description="File holding a bearer token for Prometheus, read on every query (OOMTUNER_PROMETHEUS_BEARER_TOKEN_FILE).",
+    )
+    prometheus_ca_file: str | None = pydantic.Field(
+        default=None, description="CA bundle that signs Prometheus' TLS certificate (OOMTUNER_PROMETHEUS_CA_FILE)."
+    )
+    prometheus_timeout: str = pydantic.Field(
+        default="5s", pattern=types.DURATION_PATTERN, description="Timeout of one Prometheus query (OOMTUNER_PROMETHEUS_TIMEOUT)."
+    )
+    prometheus_backoff: str = pydantic.Field(
+        default="30s", pattern=types.DURATION_PATTERN,
+        description="After a failed query, how long no query is sent (OOMTUNER_PROMETHEUS_BACKOFF).",
+    )
+    prometheus_max_points: int = pydantic.Field(
+        default=2000, ge=10, le=11000,
+        description="Most points per series of a range query (OOMTUNER_PROMETHEUS_MAX_POINTS); 2000 gives a 1h life 12 samples over 7d.",
+    )
+    prometheus_min_step: str = pydantic.Field(
+        default="30s", pattern=types.DURATION_PATTERN,
+        description="Finest step of range queries and subqueries (OOMTUNER_PROMETHEUS_MIN_STEP).",
+    )
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535, description="Port of /metrics (OOMTUNER_METRICS_PORT); 0 disables.")
     liveness_port: int = pydantic.Field(default=8081, ge=0, le=65535, description="Port of /healthz (OOMTUNER_LIVENESS_PORT); 0 disables.")
     log_format: str = pydantic.Field(

@@ -60,6 +60,35 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
 
 
+DEFERRED_INTERVAL = 5.0  # seconds between looks at patches held back by a cooldown
+
+
+async def _apply_deferred(stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=DEFERRED_INTERVAL)
+        except asyncio.TimeoutError:
+            pass
+        if OPERATOR is not None and not stop.is_set():
+            await _run("deferred patch", OPERATOR.apply_due)
+
+
+_STOP = asyncio.Event()
+_TASKS: list[asyncio.Task[None]] = []
+
+
+@kopf.on.startup()
+async def start_background(**_: Any) -> None:
+    _TASKS.append(asyncio.create_task(_apply_deferred(_STOP), name="oomtuner-deferred-patches"))
+
+
+@kopf.on.cleanup()
+async def stop_background(**_: Any) -> None:
+    _STOP.set()
+    for task in _TASKS:
+        await task
+
+
 def _oom_visible(body: Any, **_: Any) -> bool:
     return reconcile.has_oom_status(body)
 

@@ -15,6 +15,7 @@ import collections
 import datetime
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -23,10 +24,12 @@ from oomtuner.api import core, policy, recommendation, types
 from oomtuner.domain import child_kills, classify, duration, kills, ledger, patch, quantity, recommend, selection, workload
 from oomtuner.kube import api, events, owners, patching, store
 from oomtuner.prom import metrics
+from oomtuner.prom import usage as prom_usage
 
 logger = logging.getLogger(__name__)
 
 SEEN_CAPACITY = 200_000
+LIMIT_RANGE_TTL = 30.0  # seconds
 NODE_OOM_MEMORY = 64
 
 
@@ -77,10 +80,14 @@ class Operator:
         client: api.Client,
         settings: config.Settings,
         clock: Callable[[], datetime.datetime] = utcnow,
+        usage: prom_usage.Source | None = None,
     ):
         self.client = client
         self.settings = settings
         self.clock = clock
+        # Usage history (Prometheus, or Disabled without a URL). Its queries block, bounded by a
+        # timeout and a circuit breaker; they run in the worker thread of the handler, like API calls.
+        self.usage = usage if usage is not None else prom_usage.from_settings(settings)
         self.nodes: dict[str, NodeInfo] = {}
         self.node_ooms: dict[str, collections.deque[classify.NodeOOM]] = {}
         self.policies: dict[str, dict[str, policy.OOMPolicy]] = collections.defaultdict(dict)
@@ -90,6 +97,9 @@ class Operator:
         self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._phases: dict[str, types.Phase] = {}
+        self._limit_ranges: dict[str, tuple[float, int | None]] = {}
+        # Auto-mode patches held back by a cooldown: recommendation key → when it ends.
+        self._deferred: dict[str, datetime.datetime] = {}
 
     # ---- caches fed by watches -------------------------------------------------------------
 
@@ -268,6 +278,7 @@ class Operator:
         )
         added: list[ledger.Classified] = []
         before_phase = rec.status.phase
+        usage_histories: list[prom_usage.History] = []  # read once, and only when there is a new kill
 
         def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
             unseen = ledger.unseen(obj.status.kills, [c.kill for c in classified])
@@ -276,7 +287,10 @@ class Operator:
             if not added:
                 return None
             obj.status.kills = ledger.append(obj.status.kills, added)
-            self._recompute(obj, target=target, chosen=chosen, mode=mode, added=added, now=now)
+            if not usage_histories:
+                usage_histories.append(self._usage_history(target, chosen, obj.status.kills, now=now))
+            self._recompute(obj, target=target, chosen=chosen, mode=mode, added=added, now=now,
+                            usage_history=usage_histories[0])
             return obj
 
         rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
@@ -302,6 +316,17 @@ class Operator:
         )
 
     def _limit_range_max(self, namespace: str) -> int | None:
+        """The namespace's LimitRange max memory, read at most every LIMIT_RANGE_TTL per namespace
+        (a burst of kills in one namespace reads it once)."""
+        now = time.monotonic()
+        cached = self._limit_ranges.get(namespace)
+        if cached is not None and now - cached[0] < LIMIT_RANGE_TTL:
+            return cached[1]
+        value = self._read_limit_range_max(namespace)
+        self._limit_ranges[namespace] = (now, value)
+        return value
+
+    def _read_limit_range_max(self, namespace: str) -> int | None:
         try:
             ranges = self.client.list(api.namespaced(group="", version="v1", plural="limitranges", namespace=namespace))
         except api.ApiError as exc:
@@ -316,6 +341,32 @@ class Operator:
                         found.append(value)
         return min(found) if found else None
 
+    def _usage_history(
+        self,
+        target: workload.Workload,
+        chosen: policy.OOMPolicy | None,
+        records: list[recommendation.Kill],
+        *,
+        now: datetime.datetime,
+    ) -> prom_usage.History:
+        """Usage of the killed containers over the policy's lookback; never raises."""
+        known = [ledger.from_record(r, namespace=target.namespace).kill for r in records]
+        lookback = duration.parse(chosen.spec.prometheus.lookback if chosen else policy.PrometheusSettings().lookback)
+        query = prom_usage.Query(
+            namespace=target.namespace,
+            workload_kind=target.kind,
+            workload_name=target.name,
+            containers=prom_usage.containers_with_kills(known),
+            kills=tuple(known),
+            lookback=lookback,
+            now=now,
+        )
+        try:
+            return self.usage.history(query)
+        except Exception as exc:  # a bug in the usage layer must not cost the recommendation
+            logger.exception("usage history for %s/%s failed", target.namespace, target.name)
+            return prom_usage.History(outcome=prom_usage.Outcome.UNAVAILABLE, message=f"usage lookup failed: {exc}")
+
     def _recompute(
         self,
         obj: recommendation.OOMRecommendation,
@@ -325,8 +376,10 @@ class Operator:
         mode: types.Mode,
         added: list[ledger.Classified],
         now: datetime.datetime,
+        usage_history: prom_usage.History = prom_usage.NOT_CONFIGURED,
     ) -> None:
-        """Fill the recommendation's status from its kill ledger and the workload's current memory."""
+        """Fill the recommendation's status from its kill ledger, the workload's current memory and
+        the usage history (when there is one)."""
         settings = chosen.spec.memory if chosen else policy.MemorySettings()
         namespace = target.namespace
         history = [ledger.from_record(r, namespace=namespace) for r in obj.status.kills]
@@ -344,6 +397,7 @@ class Operator:
                 classifications=[h.classification for h in mine],
                 settings=settings,
                 caps=caps,
+                usage=usage_history.usage.get(current.name),
             )
             results.append(result)
             before = previous.get(current.name)
@@ -371,7 +425,7 @@ class Operator:
         status.recommended = _summary(statuses, recommended=True)
         status.policy = chosen.metadata.name if chosen else None
         status.mode = mode
-        status.dataSource = "kills"
+        status.dataSource = usage_history.data_source
         status.observedGeneration = obj.metadata.generation
         phase = recommend.overall_phase(results) if results else types.Phase.PENDING
         if phase == types.Phase.PENDING and not any(recommend.needs_change(r) for r in results) and status.appliedAt:
@@ -383,7 +437,18 @@ class Operator:
                 type="Ready",
                 status="True",
                 reason="Computed",
-                message=f"computed from {len(history)} recorded kill(s) without usage history",
+                message=f"computed from {len(history)} recorded kill(s) "
+                + (f"and usage history ({status.dataSource})" if usage_history.usage else "without usage history"),
+                lastTransitionTime=iso(now),
+            ),
+        )
+        _set_condition(
+            status,
+            types.Condition(
+                type="UsageHistory",
+                status="True" if usage_history.ok else "False",
+                reason=usage_history.outcome.value,
+                message=usage_history.message,
                 lastTransitionTime=iso(now),
             ),
         )
@@ -462,6 +527,33 @@ class Operator:
             self._apply(rec, target=target, chosen=chosen, trigger="approval")
         return True
 
+    def apply_due(self) -> int:
+        """Apply the Auto-mode patches whose cooldown has ended. Returns how many were tried.
+
+        Held back only in memory: after a restart, the next kill of the workload brings its
+        recommendation back, and the cooldown is judged again from status.appliedAt.
+        """
+        now = self.clock()
+        with self._guard:
+            due = [key for key, when in self._deferred.items() if when <= now]
+            for key in due:
+                del self._deferred[key]
+        for key in due:
+            namespace, name = key.split("/", 1)
+            with self._locks[key]:
+                rec = store.get_recommendation(self.client, namespace=namespace, name=name)
+                if rec is None or rec.status.phase not in (types.Phase.PENDING, types.Phase.CAPPED):
+                    continue
+                ref = rec.spec.targetRef
+                target = owners.read_workload(self.client, kind=ref.kind, namespace=namespace, name=ref.name)
+                if target is None:
+                    continue
+                chosen = self._policy_for(target)
+                if selection.effective_mode(chosen, default=self.settings.default_mode) != types.Mode.AUTO:
+                    continue
+                self._apply(rec, target=target, chosen=chosen, trigger="auto, after the cooldown")
+        return len(due)
+
     def _note(self, rec: recommendation.OOMRecommendation, *, reason: str, message: str, generation: bool = False,
               ok: bool = False) -> recommendation.OOMRecommendation:
         now = iso(self.clock())
@@ -496,6 +588,8 @@ class Operator:
         remaining = recommend.cooldown_remaining(last_applied=parse_time(rec.status.appliedAt), cooldown=cooldown, now=now)
         if not approval and remaining > datetime.timedelta(0):
             self._note(rec, reason="CooldownActive", message=f"last patch at {rec.status.appliedAt}; next one allowed in {duration.format(remaining)}")
+            with self._guard:
+                self._deferred[f"{rec.metadata.namespace}/{rec.metadata.name}"] = now + remaining
             return
         current = {c.name: c for c in target.containers()}
         changes = []

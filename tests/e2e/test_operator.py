@@ -307,3 +307,26 @@ def test_metrics_count_kills(kube: api.Client, core_v1: Any, operator: OperatorP
                 and f'namespace="{namespace}"' in line)
     assert 'classification="Limit"' in line and line.endswith(" 1.0")
     assert "oomtuner_detection_latency_seconds_count" in text
+
+
+def test_a_patch_held_back_by_the_cooldown_is_applied_when_it_ends(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _policy(kube, namespace, {"mode": "Auto", "cooldown": "8s"})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=2))
+    first = kit.running_pods(kube, namespace, "web", count=2)[0]
+    _kill(core_v1, namespace, first)
+    kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi",
+                 what="the first patch")
+    # A pod of the new template dies inside the cooldown: recorded, held back.
+    second = kit.wait_for(
+        lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
+                 if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"
+                 and (p.get("status") or {}).get("phase") == "Running"], timeout=60, what="a rolled-out pod")[0]
+    _kill(core_v1, namespace, second)
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] == 2)
+    assert next(c for c in rec["status"]["conditions"] if c["type"] == "Applied")["reason"] == "CooldownActive"
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+    # No further kill: the held-back patch goes out once the cooldown has passed.
+    kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "576Mi",
+                 timeout=30, what="the held-back patch after the cooldown")
+    patched = kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")
+    assert len(patched) == 2 and any("after the cooldown" in e["message"] for e in patched)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from oomtuner.lab import binaries, cluster, inject
+from oomtuner.lab import binaries, cluster, exporter, inject, prometheus
 from oomtuner.lab.processes import LabError
 
 
@@ -114,3 +114,7 @@ def system_oom(node: str, victim_pid: int, process_name: str) -> None:
     with cluster.core_v1(_kubeconfig()) as api:
         event = inject.system_oom(api, node=node, victim_pid=victim_pid, process_name=process_name)
     click.echo(f"event default/{event['metadata']['name']}: {event['message']}")
+
+
+lab.add_command(prometheus.command)
+lab.add_command(exporter.command)
