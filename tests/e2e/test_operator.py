@@ -330,3 +330,21 @@ def test_a_patch_held_back_by_the_cooldown_is_applied_when_it_ends(kube: api.Cli
                  timeout=30, what="the held-back patch after the cooldown")
     patched = kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")
     assert len(patched) == 2 and any("after the cooldown" in e["message"] for e in patched)
+
+
+def test_oomtuner_approve_command(kube: api.Client, core_v1: Any, kubeconfig: str, operator: OperatorProcess, namespace: str) -> None:
+    from click.testing import CliRunner
+
+    from oomtuner import cli
+
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    _kill(core_v1, namespace, kit.running_pods(kube, namespace, "web")[0])
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    result = CliRunner().invoke(cli.main, ["approve", f"{namespace}/deployment-web", "--kubeconfig", kubeconfig, "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    assert "approved" in result.output and "phase Applied" in result.output
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+    missing = CliRunner().invoke(cli.main, ["approve", f"{namespace}/nope", "--kubeconfig", kubeconfig])
+    assert missing.exit_code == 2 and "not found" in missing.output
+    bad = CliRunner().invoke(cli.main, ["approve", "no-slash", "--kubeconfig", kubeconfig])
+    assert bad.exit_code == 2 and "NAMESPACE/NAME" in bad.output

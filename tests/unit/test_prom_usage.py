@@ -1,0 +1,319 @@
+"""Usage history from Prometheus (`prom.usage`): the queries it builds, how it reads the answers, and
+how it degrades when Prometheus is down, slow, failing, empty or answers nonsense.
+
+Real: prometheus-api-client and requests, over HTTP to a small fake Prometheus in this process that
+answers what each test tells it (a real Prometheus is in tests/e2e/test_prometheus.py). Real
+`prom.metrics` counter. The clock of the circuit breaker is faked where a test needs time to pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.server
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from oomtuner import config
+from oomtuner.api import types
+from oomtuner.domain import kills
+from oomtuner.prom import metrics, usage
+
+MI = 1024 * 1024
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def kill(pod: str = "web-7d4b9c8f6d-x2x4z", *, at_h: float = 0, lived_h: float = 2, container: str = "app") -> kills.OOMKill:
+    at = NOW - datetime.timedelta(hours=at_h)
+    return kills.OOMKill(
+        namespace="shop", pod=pod, pod_uid="uid", container=container, container_type=types.ContainerType.CONTAINER,
+        node="n1", at=at, started_at=at - datetime.timedelta(hours=lived_h), restart_count=1, exit_code=137,
+        container_id=None, request=128 * MI, limit_at_kill=256 * MI, qos_class=types.QOSClass.BURSTABLE,
+        oom_score_adj=None, pod_memory_limit=None,
+    )
+
+
+def query(*found: kills.OOMKill, containers: tuple[str, ...] = ("app",), lookback_h: float = 168) -> usage.Query:
+    return usage.Query(namespace="shop", workload_kind="Deployment", workload_name="web", containers=containers,
+                       kills=found or (kill(),), lookback=datetime.timedelta(hours=lookback_h), now=NOW)
+
+
+# ---- pure parts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "name", "matches", "misses"), [
+    ("Deployment", "web", ["web-7d4b9c8f6d-x2x4z", "web-5c7f8-bcdfg"], ["web-api-7d4b9c8f6d-x2x4z", "web-x2x4z", "web-0"]),
+    ("StatefulSet", "db", ["db-0", "db-12"], ["db-x2x4z", "db"]),
+    ("DaemonSet", "agent", ["agent-x2x4z"], ["agent-7d4b9c8f6d-x2x4z", "agent-a1b2c"]),
+    ("CronJob", "nightly", ["nightly-29400000-x2x4z"], ["nightly-x2x4z"]),
+    ("Job", "once", ["once-x2x4z"], ["once"]),
+    ("Pod", "a.b", ["a.b"], ["aab", "a.b-x2x4z"]),
+    ("Deployment", "x" * 60, ["x" * 58 + "bcdfg"], ["y" + "x" * 60]),
+])
+def test_pod_pattern_follows_the_controllers_naming(kind: str, name: str, matches: list[str], misses: list[str]) -> None:
+    pattern = usage.pod_pattern(kind, name)
+    for pod in matches:
+        assert re.fullmatch(pattern, pod), (pattern, pod)
+    for pod in misses:
+        assert not re.fullmatch(pattern, pod), (pattern, pod)
+
+
+def test_step_keeps_points_bounded() -> None:
+    assert usage.step_for(datetime.timedelta(days=7), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
+        == datetime.timedelta(seconds=303)
+    assert usage.step_for(datetime.timedelta(hours=1), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
+        == datetime.timedelta(seconds=30)
+
+
+def test_summary_query_reads_every_statistic_in_one_query() -> None:
+    text = usage.summary_query(query(containers=("app", "side")), step=datetime.timedelta(seconds=303))
+    assert text.count(" or ") == 3
+    for stat in ("peak", "p95", "restarts", "oomkilled_pods"):
+        assert f'"oomtuner_stat", "{stat}"' in text
+    assert 'namespace="shop"' in text and 'container=~"app|side"' in text and "[604800s]" in text
+    assert "quantile_over_time(0.95, (max by (container, pod) (container_memory_working_set_bytes" in text
+    assert "[604800s:303s]" in text and 'reason="OOMKilled"' in text
+    # The regex travels inside a PromQL string: its backslashes are escaped.
+    assert '\\\\.' not in text  # no dots in this name
+    assert '"a\\\\.b"' in usage.summary_query(
+        usage.Query(namespace="n", workload_kind="Pod", workload_name="a.b", containers=("c",), kills=(), lookback=datetime.timedelta(hours=1), now=NOW),
+        step=datetime.timedelta(seconds=30))
+
+
+def test_slope_range_covers_the_last_two_killed_lives() -> None:
+    first, second = kill(at_h=5, lived_h=3), kill(at_h=0, lived_h=4)
+    start, pods = usage.slope_range(query(first, second))  # type: ignore[misc]
+    assert start == NOW - datetime.timedelta(hours=8) and pods == ("web-7d4b9c8f6d-x2x4z",)
+    # One kill: the life before it ended some other way, so the whole lookback is read.
+    start, _ = usage.slope_range(query(second, lookback_h=24))  # type: ignore[misc]
+    assert start == NOW - datetime.timedelta(hours=24)
+    # Never before the lookback.
+    start, _ = usage.slope_range(query(kill(at_h=30, lived_h=3), second, lookback_h=24))  # type: ignore[misc]
+    assert start == NOW - datetime.timedelta(hours=24)
+    assert usage.slope_range(query(kill(container="other"))) is None
+
+
+def _row(stat: str, value: str, container: str = "app") -> dict[str, Any]:
+    return {"metric": {"container": container, "oomtuner_stat": stat}, "value": [NOW.timestamp(), value]}
+
+
+def _leak_series(pod: str = "web-7d4b9c8f6d-x2x4z") -> list[dict[str, Any]]:
+    rows = []
+    t0 = NOW.timestamp() - 4 * 3600
+    for life in range(2):
+        start = t0 + life * 7200
+        values = [[start + i * 60, str(64 * MI + i * MI)] for i in range(120)]
+        rows.append({"metric": {"container": "app", "pod": pod, "id": f"/cg/{life}"}, "values": values})
+    return rows
+
+
+def test_assemble_gives_usage_and_evidence() -> None:
+    stats = usage.parse_summary([_row("peak", "268435456"), _row("p95", "209715200.4"), _row("restarts", "3"),
+                                 _row("oomkilled_pods", "1"), _row("p95", "NaN", "side")])
+    q = query(kill(at_h=0, lived_h=2))
+    history = usage.assemble(q, stats=stats, series=usage.parse_series(_leak_series()),
+                             max_gap=datetime.timedelta(minutes=10), source="Prometheus")
+    assert history.ok and history.data_source == "prometheus (7d)"
+    app = history.usage["app"]
+    assert app.peak == 256 * MI and app.p95 == 200 * MI + 1
+    assert app.slope_bytes_per_s == pytest.approx(MI / 60) and app.window == datetime.timedelta(minutes=119)
+    assert app.source.startswith("Prometheus 7d: the last 2 lives longer than 1h both grew steadily")
+    assert "app: peak 256Mi, p95 200Mi; trend: the last 2 lives" in history.message
+    assert "kube-state-metrics: 3 restart(s), 1 pod(s) last terminated OOMKilled" in history.message
+
+
+def test_assemble_without_series_is_no_data_and_partial_data_says_what_is_missing() -> None:
+    history = usage.assemble(query(containers=("app",)), stats={}, series={}, max_gap=datetime.timedelta(minutes=10),
+                             source="Prometheus")
+    assert history.outcome == usage.Outcome.NO_DATA and not history.ok and history.data_source == "kills"
+    assert "no container_memory_working_set_bytes for app" in history.message and "kills alone" in history.message
+    history = usage.assemble(query(containers=("app", "side")), stats={"app": {"peak": 1.0 * MI}}, series={},
+                             max_gap=datetime.timedelta(minutes=10), source="Prometheus")
+    assert history.ok and set(history.usage) == {"app"} and "no container_memory_working_set_bytes for side" in history.message
+    assert history.usage["app"].slope_bytes_per_s is None and "no life longer than 1h" in history.message
+
+
+def test_parse_rejects_malformed_answers() -> None:
+    with pytest.raises((KeyError, TypeError, IndexError)):
+        usage.parse_summary([{"metric": {}}])
+
+
+def test_breaker_opens_for_the_backoff_then_lets_one_probe_through() -> None:
+    clock = [100.0]
+    breaker = usage.Breaker(backoff=datetime.timedelta(seconds=30), clock=lambda: clock[0])
+    assert breaker.allow() is None
+    breaker.failure("ConnectionError: Connection refused")
+    clock[0] += 10
+    why = breaker.allow()
+    assert why is not None and "10s ago (ConnectionError: Connection refused)" in why and "next try in 20s" in why
+    clock[0] += 21
+    assert breaker.allow() is None  # the probe
+    assert breaker.allow() is not None  # the others wait for it
+    breaker.success()
+    assert breaker.allow() is None and breaker.allow() is None
+
+
+def test_disabled_source_and_settings() -> None:
+    assert usage.from_settings(config.Settings()).history(query()) == usage.NOT_CONFIGURED
+    assert usage.NOT_CONFIGURED.data_source == "kills" and usage.NOT_CONFIGURED.outcome == usage.Outcome.NOT_CONFIGURED
+    settings = config.from_environ({
+        "OOMTUNER_PROMETHEUS_URL": "https://prom:9090", "OOMTUNER_PROMETHEUS_TIMEOUT": "2s",
+        "OOMTUNER_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/token", "OOMTUNER_PROMETHEUS_CA_FILE": "/etc/ca.pem",
+        "OOMTUNER_PROMETHEUS_BACKOFF": "1m", "OOMTUNER_PROMETHEUS_MAX_POINTS": "500", "OOMTUNER_PROMETHEUS_MIN_STEP": "1m",
+    })
+    source = usage.from_settings(settings)
+    assert isinstance(source, usage.PrometheusUsage)
+    assert source.timeout == 2 and source.breaker.backoff == 60 and source.max_points == 500
+    assert source._client._session.verify == "/etc/ca.pem"
+    with pytest.raises(config.SettingsError, match="OOMTUNER_PROMETHEUS_TIMEOUT"):
+        config.from_environ({"OOMTUNER_PROMETHEUS_TIMEOUT": "soon"})
+
+
+# ---- against a fake Prometheus over HTTP -------------------------------------------------------------
+
+
+class FakePrometheus:
+    """Answers /api/v1/query and /api/v1/query_range as told; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        self.status = 200
+        self.delay = 0.0
+        self.body: Any = None
+        self.summary: list[dict[str, Any]] = [_row("peak", str(300 * MI)), _row("p95", str(250 * MI))]
+        self.series: list[dict[str, Any]] = _leak_series()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                parsed = urllib.parse.urlparse(self.path)
+                params = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
+                fake.requests.append((parsed.path, params, dict(self.headers)))
+                if fake.delay:
+                    time.sleep(fake.delay)
+                result = fake.summary if parsed.path.endswith("/query") else fake.series
+                body = fake.body if fake.body is not None else {"status": "success", "data": {"result": result}}
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                with contextlib.suppress(OSError):
+                    self.send_response(fake.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePrometheus]:
+    server = FakePrometheus()
+    yield server
+    server.close()
+
+
+def source(url: str, *, timeout: float = 1.0, backoff: float = 30.0, **kwargs: Any) -> usage.PrometheusUsage:
+    return usage.PrometheusUsage(url=url, timeout=datetime.timedelta(seconds=timeout),
+                                 backoff=datetime.timedelta(seconds=backoff), **kwargs)
+
+
+def failures() -> float:
+    return metrics.PROMETHEUS_QUERY_FAILURES._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_working_prometheus_gives_usage_with_two_bounded_queries(fake: FakePrometheus) -> None:
+    history = source(fake.url).history(query(kill(at_h=0, lived_h=2)))
+    assert history.ok and history.usage["app"].peak == 300 * MI and history.usage["app"].slope_bytes_per_s
+    (path1, params1, _), (path2, params2, _) = fake.requests
+    assert path1 == "/api/v1/query" and params1["timeout"] == "1s" and float(params1["time"]) == NOW.timestamp()
+    assert path2 == "/api/v1/query_range" and params2["step"] == "303s" and params2["timeout"] == "1s"
+    assert 'pod=~"web-7d4b9c8f6d-x2x4z"' in params2["query"]
+    assert int(params2["end"]) - int(params2["start"]) == 7 * 24 * 3600
+
+
+def test_empty_answers_are_no_data_and_no_failure(fake: FakePrometheus) -> None:
+    fake.summary = []
+    before = failures()
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.NO_DATA and history.data_source == "kills"
+    assert failures() == before and len(fake.requests) == 1  # no range query without a peak
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (503, {"status": "error", "error": "overloaded"}, "HTTP Status Code 503"),
+    (422, {"status": "error", "errorType": "timeout"}, "HTTP Status Code 422"),
+    (200, "not json", "JSONDecodeError"),
+    (200, {"status": "success", "data": {"result": "nonsense"}}, "unexpected answer"),
+])
+def test_errors_degrade_count_and_open_the_breaker(fake: FakePrometheus, status: int, body: Any, expected: str) -> None:
+    fake.status, fake.body = status, body
+    src = source(fake.url)
+    before = failures()
+    history = src.history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and not history.usage and history.data_source == "kills"
+    assert expected in history.message and "computed from the kills alone" in history.message
+    assert failures() == before + 1
+    # Within the back-off nothing is sent, and nothing more is counted.
+    again = src.history(query())
+    assert "not queried: the last query failed" in again.message and len(fake.requests) == 1
+    assert failures() == before + 1
+
+
+def test_a_hanging_prometheus_costs_one_timeout_then_nothing(fake: FakePrometheus) -> None:
+    fake.delay = 3
+    src = source(fake.url, timeout=0.5)
+    started = time.monotonic()
+    history = src.history(query())
+    assert time.monotonic() - started < 2.5  # bounded by the timeout, not by the server
+    assert history.outcome == usage.Outcome.UNAVAILABLE and "timed out" in history.message
+    started = time.monotonic()
+    assert src.history(query()).outcome == usage.Outcome.UNAVAILABLE
+    assert time.monotonic() - started < 0.1
+
+
+def test_a_refused_connection_degrades_and_recovers_after_the_backoff(fake: FakePrometheus) -> None:
+    clock = [0.0]
+    src = source("http://127.0.0.1:1", breaker=usage.Breaker(backoff=datetime.timedelta(seconds=30), clock=lambda: clock[0]))
+    history = src.history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and "Connection refused" in history.message
+    src.url = fake.url
+    src._client.url = fake.url
+    clock[0] += 31
+    assert src.history(query()).ok
+
+
+def test_the_bearer_token_is_read_on_every_query(fake: FakePrometheus, tmp_path: Any) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    src = source(fake.url, bearer_token_file=str(token))
+    src.history(query())
+    token.write_text("second")
+    src.history(query())
+    seen = [headers.get("Authorization") for _path, _params, headers in fake.requests]
+    assert seen == ["Bearer first", "Bearer first", "Bearer second", "Bearer second"]
+
+
+def test_a_missing_token_file_is_a_failed_query_not_a_crash(fake: FakePrometheus, tmp_path: Any) -> None:
+    history = source(fake.url, bearer_token_file=str(tmp_path / "missing")).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and "FileNotFoundError" in history.message
