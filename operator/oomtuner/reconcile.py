@@ -50,6 +50,17 @@ def parse_time(text: str | None) -> datetime.datetime | None:
         return None
 
 
+RECENT_KILLS = 10_000
+
+
+@dataclass(frozen=True)
+class RecentKill:
+    node: str
+    at: datetime.datetime
+    key: str  # namespace/name of the recommendation that holds it
+    identity: str
+
+
 @dataclass
 class NodeInfo:
     capacity: int | None = None
@@ -100,6 +111,8 @@ class Operator:
         self._limit_ranges: dict[str, tuple[float, int | None]] = {}
         # Auto-mode patches held back by a cooldown: recommendation key → when it ends.
         self._deferred: dict[str, datetime.datetime] = {}
+        # Recently recorded kills not classified Node, for a SystemOOM that arrives after them.
+        self._recent: collections.deque[RecentKill] = collections.deque(maxlen=RECENT_KILLS)
 
     # ---- caches fed by watches -------------------------------------------------------------
 
@@ -150,7 +163,58 @@ class Operator:
         if found not in queue:
             queue.append(found)
             logger.info("node %s ran out of memory at %s (%s)", found.node, iso(found.at), found.source)
+            self._reclassify_after(found)
         return found
+
+    def _reclassify_after(self, node_oom: classify.NodeOOM) -> int:
+        """A node OOM seen after kills near it on that node were recorded: classify them again.
+
+        The kubelet's SystemOOM event and the container's status race; whichever arrives second, the
+        kill ends up classified with both in view. Returns how many kills changed class.
+        """
+        with self._guard:
+            hits = [r for r in self._recent
+                    if r.node == node_oom.node and abs(r.at - node_oom.at) <= self.node_oom_window]
+        by_key: dict[str, set[str]] = collections.defaultdict(set)
+        for hit in hits:
+            by_key[hit.key].add(hit.identity)
+        changed = 0
+        for key, identities in by_key.items():
+            changed += self._reclassify_recommendation(key, identities)
+        return changed
+
+    def _reclassify_recommendation(self, key: str, identities: set[str]) -> int:
+        namespace, name = key.split("/", 1)
+        with self._locks[key]:
+            rec = store.get_recommendation(self.client, namespace=namespace, name=name)
+            if rec is None:
+                return 0
+            ref = rec.spec.targetRef
+            target = owners.read_workload(self.client, kind=ref.kind, namespace=namespace, name=ref.name)
+            if target is None:
+                return 0
+            chosen = self._policy_for(target)
+            mode = selection.effective_mode(chosen, default=self.settings.default_mode)
+            count = [0]
+
+            def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
+                count[0] = 0
+                for record in obj.status.kills:
+                    if record.id not in identities:
+                        continue
+                    again = self._classify(ledger.from_record(record, namespace=namespace).kill)
+                    if again.classification != record.classification:
+                        record.classification, record.reason = again.classification, again.reason
+                        count[0] += 1
+                if not count[0]:
+                    return None
+                self._recompute(obj, target=target, chosen=chosen, mode=mode, added=[], now=self.clock())
+                return obj
+
+            rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        if count[0]:
+            logger.info("%s: %d kill(s) reclassified after a node OOM", key, count[0])
+        return count[0]
 
     # ---- policies ----------------------------------------------------------------------------
 
@@ -296,6 +360,11 @@ class Operator:
         rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
         if not added:
             return 0
+        with self._guard:
+            for item in added:
+                if item.kill.node and item.kill.at and item.classification != types.Classification.NODE:
+                    self._recent.append(RecentKill(node=item.kill.node, at=item.kill.at,
+                                                   key=f"{target.namespace}/{name}", identity=item.kill.identity))
         for item in added:
             self._announce_kill(target, item)
             if item.kill.at is not None:

@@ -34,8 +34,7 @@ import yaml
 from oomtuner.kube import api, client as kube_client
 from oomtuner.lab import inject
 from tests.agent import trees
-from tests.chart.conftest import (CHART, CI_FILES, CI_IDS, ROOT, helm, kube_version, render, run, template_text,
-                                  tool)
+from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, helm, render, run, template_text, tool
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, _free_port
 
@@ -116,11 +115,6 @@ def ci_namespaces(kube: api.Client) -> Iterator[list[str]]:
     for name in created:
         with contextlib.suppress(api.ApiError):
             kube.delete(f"/api/v1/namespaces/{name}")
-
-
-@pytest.fixture
-def lab_env(kubeconfig: str) -> dict[str, str]:
-    return {"KUBECONFIG": kubeconfig}
 
 
 def _kubectl(*args: str, kubeconfig: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

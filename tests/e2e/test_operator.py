@@ -348,3 +348,25 @@ def test_oomtuner_approve_command(kube: api.Client, core_v1: Any, kubeconfig: st
     assert missing.exit_code == 2 and "not found" in missing.output
     bad = CliRunner().invoke(cli.main, ["approve", "no-slash", "--kubeconfig", kubeconfig])
     assert bad.exit_code == 2 and "NAMESPACE/NAME" in bad.output
+
+
+def test_a_system_oom_that_arrives_after_the_kill_reclassifies_it(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    node_name = kit.dedicated_node(kube, f"{namespace}-late")
+    if node_name is None:
+        pytest.skip("needs a node of the test's own (the lab's kwok); a shared kind node would mix tests")
+    try:
+        kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.on_node(kit.deployment("web"), node_name))
+        pod = kit.running_pods(kube, namespace, "web")[0]
+        at = kit.utc()
+        _kill(core_v1, namespace, pod, at=at)
+        rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+        assert rec["status"]["kills"][0]["classification"] == "Limit"
+        inject.system_oom(core_v1, node=node_name, process_name="app", at=at)
+        rec = kit.wait_recommendation(kube, namespace, "deployment-web",
+                                      lambda r: r["status"]["kills"][0]["classification"] == "Node", what="the reclassification")
+        assert "SystemOOM" in rec["status"]["kills"][0]["reason"]
+        app = _container_status(rec)
+        assert app["classification"] == "Node" and rec["status"]["totalKills"] == 1
+        assert app["recommended"]["request"] != "128Mi"  # a Node kill raises the request
+    finally:
+        kube.delete(f"/api/v1/nodes/{node_name}")

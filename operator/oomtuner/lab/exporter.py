@@ -182,10 +182,11 @@ def openmetrics(
         if not rows:
             continue
         kind, text = _HELP[metric]
+        family = metric[: -len("_total")] if kind == "counter" and metric.endswith("_total") else metric
         # OpenMetrics wants a metric family's samples together; sorting by labels keeps each
         # series' samples in time order after the family header.
         rows.sort(key=lambda row: (row.rsplit(" ", 2)[0], float(row.rsplit(" ", 1)[1])))
-        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", *rows]
+        lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}", *rows]
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
