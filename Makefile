@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e crds check-crds clean
+.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e test-chart crds clean
 
 all: test
 
@@ -47,7 +47,10 @@ test-unit: venv
 	$(VENV)/bin/pytest tests/unit
 
 test-e2e: venv lab-build
-	$(VENV)/bin/pytest tests/integration tests/e2e
+	$(VENV)/bin/pytest tests/integration tests/e2e tests/agent
+
+test-chart: venv lab-build
+	$(VENV)/bin/pytest tests/chart
 
 # The whole suite: unit, integration (real API server) and e2e (real operator on the lab, or on
 # kind when KUBECONFIG is set). One pytest run, so an empty selection can never pass silently.

@@ -189,6 +189,8 @@ def _setup_logging(settings: config.Settings, verbose: bool) -> None:
 @click.option("--liveness-port", type=click.IntRange(0, 65535), help="Port of /healthz; 0 disables.")
 @click.option("--standalone", is_flag=True, default=None, help="No peering: for a single replica.")
 @click.option("--priority", type=int, help="Peering priority; give each replica its own.")
+@click.option("--priority-from-pod-name", is_flag=True,
+              help="Derive a distinct peering priority from $POD_NAME (or $HOSTNAME): for replicas of a Deployment.")
 @click.option("--prometheus-url", help="Prometheus base URL for usage history.")
 @click.option("--prometheus-bearer-token-file", help="File with a bearer token for Prometheus (read on every query).")
 @click.option("--prometheus-ca-file", help="CA bundle for Prometheus' TLS certificate.")
@@ -205,6 +207,7 @@ def run(
     liveness_port: int | None,
     standalone: bool | None,
     priority: int | None,
+    priority_from_pod_name: bool,
     prometheus_url: str | None,
     prometheus_bearer_token_file: str | None,
     prometheus_ca_file: str | None,
@@ -222,6 +225,13 @@ def run(
 
     if namespaces and all_namespaces:
         raise _Fail("--namespace and --all-namespaces exclude each other")
+    if priority_from_pod_name:
+        if priority is not None or standalone:
+            raise _Fail("--priority-from-pod-name excludes --priority and --standalone")
+        pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")
+        if not pod_name:
+            raise _Fail("--priority-from-pod-name needs $POD_NAME or $HOSTNAME")
+        priority = config.priority_from_name(pod_name)
     try:
         settings = config.from_environ()
     except config.SettingsError as exc:

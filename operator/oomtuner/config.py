@@ -7,6 +7,7 @@ the README's table is generated from the same names.
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Mapping
 
 import pydantic
@@ -109,3 +110,13 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
         err = exc.errors()[0]
         name = PREFIX + str(err["loc"][0]).upper() if err["loc"] else PREFIX
         raise SettingsError(f"{name}: {err['msg']}") from None
+
+
+def priority_from_name(name: str) -> int:
+    """A stable peering priority in [1, 2**31 - 1] from a pod name.
+
+    kopf's peering lets the replica with the highest priority work and freezes the others; replicas
+    of equal priority all freeze. A Deployment cannot hand each replica its own number, so each
+    derives one from its (unique) pod name.
+    """
+    return zlib.crc32(name.encode()) % (2**31 - 1) + 1

@@ -196,6 +196,7 @@ class Operator:
             chosen = self._policy_for(target)
             mode = selection.effective_mode(chosen, default=self.settings.default_mode)
             count = [0]
+            usage_histories: list[prom_usage.History] = []
 
             def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
                 count[0] = 0
@@ -208,7 +209,11 @@ class Operator:
                         count[0] += 1
                 if not count[0]:
                     return None
-                self._recompute(obj, target=target, chosen=chosen, mode=mode, added=[], now=self.clock())
+                now = self.clock()
+                if not usage_histories:
+                    usage_histories.append(self._usage_history(target, chosen, obj.status.kills, now=now))
+                self._recompute(obj, target=target, chosen=chosen, mode=mode, added=[], now=now,
+                                usage_history=usage_histories[0])
                 return obj
 
             rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
@@ -445,7 +450,7 @@ class Operator:
         mode: types.Mode,
         added: list[ledger.Classified],
         now: datetime.datetime,
-        usage_history: prom_usage.History = prom_usage.NOT_CONFIGURED,
+        usage_history: prom_usage.History,
     ) -> None:
         """Fill the recommendation's status from its kill ledger, the workload's current memory and
         the usage history (when there is one)."""

@@ -148,8 +148,10 @@ class OperatorProcess:
             return "(no operator log)"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(kubeconfig: str, crds: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator per test module: modules that start operators of their own (the chart's, one
+    with Prometheus) never find another one reacting to their kills."""
     proc = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path_factory.mktemp("operator"))
     proc.start()
     yield proc

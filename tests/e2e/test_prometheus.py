@@ -36,8 +36,8 @@ from tests.e2e.conftest import OperatorProcess
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 MI = 1024 * 1024
-TIMEOUT_S = 2
-BACKOFF_S = 4
+TIMEOUT_S = 3
+BACKOFF_S = 6
 
 
 # ---- fixtures --------------------------------------------------------------------------------------
@@ -345,8 +345,13 @@ def test_metrics_endpoint_counters_move(
     _kill(core_v1, namespace, web)
     kit.wait_for(lambda: kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/web")["spec"]["template"]["spec"]
                  ["containers"][0]["resources"]["limits"]["memory"] == "384Mi", what="the patch")
-    after = kit.wait_for(lambda: (t := prom_operator.metrics()) if _metric(t, "oomtuner_patches_total", result="applied")
-                         > _metric(before, "oomtuner_patches_total", result="applied") else None, what="the patch counter")
+
+    def patch_counted() -> str | None:
+        text = prom_operator.metrics()
+        moved = _metric(text, "oomtuner_patches_total", result="applied") > _metric(before, "oomtuner_patches_total", result="applied")
+        return text if moved else None
+
+    after = kit.wait_for(patch_counted, what="the patch counter to move")
 
     kills = _metric(after, "oomtuner_oom_kills_total", namespace=namespace, workload="Deployment/web", container="app",
                     classification="Limit")

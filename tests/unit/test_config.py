@@ -27,3 +27,23 @@ def test_bad_values_name_the_variable(var: str, value: str) -> None:
     with pytest.raises(config.SettingsError) as err:
         config.from_environ({var: value})
     assert str(err.value).startswith(var)
+
+
+def test_priority_from_pod_name_is_stable_distinct_and_in_range() -> None:
+    a, b = config.priority_from_name("oomtuner-5d8f7-abcde"), config.priority_from_name("oomtuner-5d8f7-fghij")
+    assert a == config.priority_from_name("oomtuner-5d8f7-abcde")
+    assert a != b and all(1 <= p <= 2**31 - 1 for p in (a, b))
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (["--priority-from-pod-name", "--standalone"], {"POD_NAME": "x"}, "excludes"),
+    (["--priority-from-pod-name", "--priority", "3"], {"POD_NAME": "x"}, "excludes"),
+    (["--priority-from-pod-name"], {"POD_NAME": "", "HOSTNAME": ""}, "POD_NAME"),
+])
+def test_run_rejects_bad_priority_flags(args: list[str], env: dict[str, str], needle: str) -> None:
+    from click.testing import CliRunner
+
+    from oomtuner import cli
+
+    result = CliRunner().invoke(cli.main, ["run", *args], env=env)
+    assert result.exit_code == 2 and needle in result.output

@@ -317,3 +317,57 @@ def test_the_bearer_token_is_read_on_every_query(fake: FakePrometheus, tmp_path:
 def test_a_missing_token_file_is_a_failed_query_not_a_crash(fake: FakePrometheus, tmp_path: Any) -> None:
     history = source(fake.url, bearer_token_file=str(tmp_path / "missing")).history(query())
     assert history.outcome == usage.Outcome.UNAVAILABLE and "FileNotFoundError" in history.message
+
+
+def test_a_malformed_row_is_a_failed_query(fake: FakePrometheus) -> None:
+    fake.body = {"status": "success", "data": {"result": [{"metric": {"container": "app"}}]}}
+    before = failures()
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and "KeyError" in history.message
+    assert failures() == before + 1
+
+
+# ---- what the operator asks, and that a broken source never costs the recommendation ----------------
+
+
+class Recording:
+    def __init__(self, answer: usage.History | Exception):
+        self.answer = answer
+        self.queries: list[usage.Query] = []
+
+    def history(self, q: usage.Query) -> usage.History:
+        self.queries.append(q)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def _operator(source: Recording) -> Any:
+    from oomtuner import reconcile
+
+    return reconcile.Operator(client=None, settings=config.Settings(), usage=source)  # type: ignore[arg-type]
+
+
+def test_the_operator_asks_for_the_killed_containers_over_the_policys_lookback() -> None:
+    from oomtuner.api import policy, recommendation
+    from oomtuner.domain import workload
+
+    target = workload.from_body({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app"}, {"name": "side"}]}}},
+    })
+    chosen = policy.parse({"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy",
+                           "metadata": {"name": "p", "namespace": "shop"}, "spec": {"prometheus": {"lookback": "36h"}}})
+    records = [recommendation.Kill(id="k1", pod="db-0", container="app", at="2026-01-05T11:00:00Z",
+                                   startedAt="2026-01-05T09:00:00Z")]
+    source = Recording(usage.History(outcome=usage.Outcome.NO_DATA, message="none"))
+    assert _operator(source)._usage_history(target, chosen, records, now=NOW).outcome == usage.Outcome.NO_DATA
+    (asked,) = source.queries
+    assert (asked.namespace, asked.workload_kind, asked.workload_name) == ("shop", "StatefulSet", "db")
+    assert asked.containers == ("app",) and asked.lookback == datetime.timedelta(hours=36) and asked.now == NOW
+    assert [k.pod for k in asked.kills] == ["db-0"] and asked.kills[0].started_at == NOW - datetime.timedelta(hours=3)
+    # Without a policy, the default lookback (7d); a source that raises becomes "unavailable".
+    broken = Recording(RuntimeError("boom"))
+    history = _operator(broken)._usage_history(target, None, records, now=NOW)
+    assert broken.queries[0].lookback == datetime.timedelta(days=7)
+    assert history.outcome == usage.Outcome.UNAVAILABLE and "boom" in history.message and history.data_source == "kills"

@@ -42,10 +42,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import requests
 import requests.auth
+from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
 from oomtuner import config
@@ -54,6 +55,7 @@ from oomtuner.domain import usage as domain_usage
 from oomtuner.prom import metrics
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 WORKING_SET = "container_memory_working_set_bytes"
 KSM_RESTARTS = "kube_pod_container_status_restarts_total"
@@ -285,7 +287,7 @@ def assemble(
             p95=math.ceil(p95) if p95 is not None else None,
             slope_bytes_per_s=leak.bytes_per_s if leak else None,
             window=leak.window if leak else None,
-            source=f"{source} {lookback}: {leak.evidence}" if leak else f"{source} {lookback}",
+            source=f"{source} {lookback}: {leak.reason}" if leak else f"{source} {lookback}",
         )
         text = f"{container}: peak {quantity.humanize(math.ceil(peak))}"
         if p95 is not None:
@@ -395,8 +397,6 @@ class PrometheusUsage:
         ca_file: str | None = None,
         breaker: Breaker | None = None,
     ):
-        from prometheus_api_client import PrometheusConnect
-
         self.url = url.rstrip("/")
         self.timeout = timeout.total_seconds()
         self.max_points = max_points
@@ -404,7 +404,7 @@ class PrometheusUsage:
         self.breaker = breaker or Breaker(backoff=backoff)
         session = requests.Session()
         session.verify = ca_file if ca_file else True
-        self._client = PrometheusConnect(
+        self._client = prometheus_connect.PrometheusConnect(
             url=self.url,
             session=session,
             # The breaker decides when to try again; a retry would multiply the timeout.
@@ -418,8 +418,7 @@ class PrometheusUsage:
             return History(outcome=Outcome.NO_DATA, message="no containers to look up", lookback=query.lookback)
         try:
             step = step_for(query.lookback, max_points=self.max_points, min_step=self.min_step)
-            summary = self._query(summary_query(query, step=step), at=query.now)
-            stats = parse_summary(summary)
+            stats = self._query(summary_query(query, step=step), at=query.now, parse=parse_summary)
             series: dict[str, list[domain_usage.Series]] = {}
             where = slope_range(query)
             max_gap = datetime.timedelta(minutes=10)
@@ -428,11 +427,9 @@ class PrometheusUsage:
                 span = query.now - start
                 range_step = step_for(span, max_points=self.max_points, min_step=self.min_step)
                 max_gap = max(max_gap, 10 * range_step)
-                rows = self._query_range(slope_query(query, pods, step=range_step), start=start, end=query.now, step=range_step)
-                if len(rows) <= MAX_SERIES:
-                    series = parse_series(rows)
-                else:
-                    logger.warning("%d series for the slope of %s/%s: too many, no slope", len(rows), query.namespace, query.workload_name)
+                rows = self._query_range(slope_query(query, pods, step=range_step), start=start, end=query.now,
+                                         step=range_step, parse=_bounded)
+                series = parse_series(rows)
         except QueryFailed as exc:
             return History(
                 outcome=Outcome.UNAVAILABLE,
@@ -441,7 +438,9 @@ class PrometheusUsage:
             )
         return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus")
 
-    def _guarded(self, call: Callable[[], Any]) -> list[Mapping[str, Any]]:
+    def _guarded(self, call: Callable[[], Any], parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
+        """Run one query through the breaker; any failure (sending, HTTP, reading the answer) is
+        counted, opens the breaker and becomes QueryFailed."""
         why_not = self.breaker.allow()
         if why_not is not None:
             raise QueryFailed(why_not)
@@ -449,6 +448,7 @@ class PrometheusUsage:
             result = call()
             if not isinstance(result, list) or not all(isinstance(r, Mapping) for r in result):
                 raise ValueError(f"unexpected answer {str(result)[:100]!r}")
+            parsed = parse(result)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, degrade
             error = _short(exc)
             metrics.PROMETHEUS_QUERY_FAILURES.inc()
@@ -456,23 +456,33 @@ class PrometheusUsage:
             logger.warning("Prometheus query failed (%s); recommendations use the kills alone for %.0fs", error, self.breaker.backoff)
             raise QueryFailed(f"query failed: {error}") from None
         self.breaker.success()
-        return result
+        return parsed
 
     def _params(self) -> dict[str, str]:
         return {"timeout": f"{self.timeout:g}s"}
 
-    def _query(self, promql: str, *, at: datetime.datetime) -> list[Mapping[str, Any]]:
+    def _query(self, promql: str, *, at: datetime.datetime, parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
         params = {**self._params(), "time": f"{at.timestamp():.3f}"}
-        return self._guarded(lambda: self._client.custom_query(promql, params=params))
+        return self._guarded(lambda: self._client.custom_query(promql, params=params), parse)
 
     def _query_range(
-        self, promql: str, *, start: datetime.datetime, end: datetime.datetime, step: datetime.timedelta
-    ) -> list[Mapping[str, Any]]:
+        self, promql: str, *, start: datetime.datetime, end: datetime.datetime, step: datetime.timedelta,
+        parse: Callable[[list[Mapping[str, Any]]], _T],
+    ) -> _T:
         return self._guarded(
             lambda: self._client.custom_query_range(
                 promql, start_time=start, end_time=end, step=_seconds(step), params=self._params()
-            )
+            ),
+            parse,
         )
+
+
+def _bounded(rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The range query's rows, or none beyond MAX_SERIES (then no slope: a bound on what is read)."""
+    if len(rows) > MAX_SERIES:
+        logger.warning("%d series for one workload's slope: more than %d, no slope", len(rows), MAX_SERIES)
+        return []
+    return rows
 
 
 def _short(exc: BaseException) -> str:
