@@ -227,7 +227,7 @@ def test_policy_that_slips_past_the_schema_gets_an_invalid_condition(kube: api.C
 
     cond = kit.wait_for(invalid, what="the Invalid condition")
     assert "spec.memory.maxLimit" in cond["message"] and f"{namespace}/zero" in cond["message"]
-    assert kit.events_for(kube, namespace, reason="PolicyInvalid", name="zero")
+    kit.wait_for(lambda: kit.events_for(kube, namespace, reason="PolicyInvalid", name="zero"), what="a PolicyInvalid event")
 
 
 def test_restart_does_not_count_a_kill_twice(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:

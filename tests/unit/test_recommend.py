@@ -495,3 +495,16 @@ def test_recommendations_keep_their_promises(
     if result.phase == types.Phase.CAPPED:
         assert result.capped_by
     assert result.kills == len(found)
+
+
+def test_node_kill_request_follows_the_p95_and_the_new_limit_covers_the_peak() -> None:
+    usage = recommend.Usage(peak=900 * MI, p95=300 * MI)
+    node_kill = kill(0, limit=None)
+    result = rec(current=resources(request=128 * MI, limit=None), kills=[node_kill], usage=usage,
+                 classifications=[NODE])
+    assert result.request == 345 * MI  # ceil(300Mi × 1.15)
+    assert result.limit == 1035 * MI  # ceil(900Mi × 1.15): above 2 × request
+    assert "p95 300Mi" in result.reason and "peak 900Mi" in result.reason
+    only_peak = rec(current=resources(request=128 * MI, limit=None), kills=[node_kill],
+                    usage=recommend.Usage(peak=400 * MI), classifications=[NODE])
+    assert only_peak.request == 460 * MI and "peak 400Mi" in only_peak.reason

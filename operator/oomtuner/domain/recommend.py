@@ -295,7 +295,7 @@ def recommend_container(
     Unchanged, FromUsage (p95 × (1 + margin), never below the current one; without usage it falls back
     to KeepRatio and says so).
 
-    Node: newRequest = max(R, peak × (1 + margin)); without usage, R is raised as a limit would be
+    Node: newRequest = max(R, p95 × (1 + margin)) (the peak when no p95 is known); without usage, R is raised as a limit would be
     (R × factor or R + minIncrease); with neither, it starts at minIncrease. A limit is never below the
     request; a container without any limit gets one at 2 × the request (at least request +
     minIncrease), unless a pod-level limit already bounds the pod.
@@ -388,6 +388,7 @@ def recommend_container(
         request, limit, capped_by = _node_bump(
             current=current,
             peak=peak,
+            p95=p95,
             margin=margin,
             factor=factor,
             min_increase=min_increase,
@@ -451,6 +452,7 @@ def _node_bump(
     *,
     current: ContainerResources,
     peak: int | None,
+    p95: int | None,
     margin: fractions.Fraction,
     factor: fractions.Fraction,
     min_increase: int,
@@ -459,18 +461,24 @@ def _node_bump(
     request_bounds: Sequence[tuple[int, str]],
     notes: list[str],
 ) -> tuple[int | None, int | None, str | None]:
-    """The request (and limit) after a Node kill, with the cap that bound, if any."""
+    """The request (and limit) after a Node kill, with the cap that bound, if any.
+
+    The request is what the scheduler reserves, so it follows sustained use: p95 × (1 + margin)
+    (the peak when no p95 is known). A recommended limit, where there was none, also covers the
+    observed peak × (1 + margin).
+    """
     have = current.request
-    if peak is not None:
-        from_usage = quantity.round_up_mib(_ceil(peak * (1 + margin)))
+    basis, basis_name = (p95, "p95") if p95 is not None else (peak, "peak")
+    if basis is not None:
+        from_usage = quantity.round_up_mib(_ceil(basis * (1 + margin)))
         wanted = max(from_usage, have or 0)
         if have is not None and from_usage <= have:
             notes.append(
-                f"peak {_h(peak)} × {_number(1 + margin)} = {_h(from_usage)} fits in the request {_h(have)}: "
+                f"{basis_name} {_h(basis)} × {_number(1 + margin)} = {_h(from_usage)} fits in the request {_h(have)}: "
                 "this container was a victim, not the cause"
             )
         else:
-            notes.append(f"request from usage: peak {_h(peak)} × {_number(1 + margin)} = {_h(from_usage)}")
+            notes.append(f"request from usage: {basis_name} {_h(basis)} × {_number(1 + margin)} = {_h(from_usage)}")
     elif have:
         by_factor, by_step = _ceil(have * factor), have + min_increase
         wanted = quantity.round_up_mib(max(by_factor, by_step))
@@ -491,12 +499,12 @@ def _node_bump(
         limit = None
         notes.append(f"no container limit added: the pod-level limit {_h(pod_limit)} already bounds the pod")
     else:
-        proposed = quantity.round_up_mib(max(NODE_LIMIT_TO_REQUEST * request, request + min_increase))
+        above_peak = quantity.round_up_mib(_ceil(peak * (1 + margin))) if peak is not None else 0
+        proposed = quantity.round_up_mib(max(NODE_LIMIT_TO_REQUEST * request, request + min_increase, above_peak))
         limit = proposed
-        notes.append(
-            f"no memory limit: recommending {_h(proposed)} ({NODE_LIMIT_TO_REQUEST} × request) so it can no "
-            "longer take the node down"
-        )
+        why = (f"peak {_h(peak)} × {_number(1 + margin)}" if above_peak == proposed and peak is not None
+               else f"{NODE_LIMIT_TO_REQUEST} × request")
+        notes.append(f"no memory limit: recommending {_h(proposed)} ({why}) so it can no longer take the node down")
     if limit is not None:
         limit, limit_capped = _apply_caps(limit, limit_bounds)
         capped_by = capped_by or limit_capped

@@ -413,6 +413,10 @@ def down(*, purge: bool = False, echo: Echo = print) -> None:
 
 
 def _down(paths: Paths, *, echo: Echo) -> None:
+    # The lab's Prometheus and exporter, when `oomtuner lab prometheus up` started them.
+    from oomtuner.lab import prometheus
+
+    prometheus.lab_down(echo=echo)
     for name in reversed(COMPONENTS):
         proc = paths.proc(name)
         pid = proc.pid()
