@@ -53,7 +53,12 @@ def test_child_process_kill_becomes_a_recommendation_counted_once(
         assert parent.poll() is None  # the main process lives on: the pod status shows nothing
 
         # Now the container itself restarts after the same kill: the pod status reports it too.
-        inject.oom_kill(core_v1, namespace=namespace, pod="worker-0", container="app", at=kit.utc())  # type: ignore[arg-type]
+        # The kubelet's finishedAt is within a poll interval of the agent's reading: take the agent's time.
+        import datetime
+
+        child_at = datetime.datetime.fromisoformat(kill["at"].replace("Z", "+00:00"))
+        inject.oom_kill(core_v1, namespace=namespace, pod="worker-0", container="app",  # type: ignore[arg-type]
+                        at=child_at + datetime.timedelta(seconds=1))
         kit.wait_for(lambda: "OOMKilled" in str(kube.get(f"{pods}/worker-0")["status"]), what="the status kill")
         import time
 
