@@ -8,7 +8,6 @@ from `--node-memory`, and without it a Burstable container's oom_score_adj is un
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import sys
@@ -17,7 +16,7 @@ from typing import Any, Iterable, Sequence, TextIO
 import yaml
 
 from oomtuner.api import core, policy, types
-from oomtuner.domain import classify, kills, qos, quantity, recommend, workload
+from oomtuner.domain import classify, kills, qos, quantity, recommend, timestamps, workload
 
 
 class InputError(ValueError):
@@ -107,10 +106,6 @@ def load_policy(path: str) -> policy.OOMPolicy:
     return parsed
 
 
-def _iso(at: datetime.datetime | None) -> str | None:
-    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
-
-
 def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPolicy | None) -> dict[str, Any]:
     settings = chosen.spec.memory if chosen else policy.MemorySettings()
     caps = recommend.Caps(policy_max_limit=quantity.parse_bytes(settings.maxLimit) if settings.maxLimit else None)
@@ -140,7 +135,7 @@ def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPol
                 "oomScoreAdj": qos.oom_score_adj(pod=pod, container_name=res.name, node_memory_capacity=node_memory),
                 "kills": [
                     {
-                        "at": _iso(k.at),
+                        "at": timestamps.format_or_none(k.at),
                         "restartCount": k.restart_count,
                         "exitCode": k.exit_code,
                         "classification": v[0].value,

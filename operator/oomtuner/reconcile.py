@@ -21,7 +21,19 @@ from typing import Any, Callable, Mapping
 
 from oomtuner import config
 from oomtuner.api import core, policy, recommendation, types
-from oomtuner.domain import child_kills, classify, duration, kills, ledger, patch, quantity, recommend, selection, workload
+from oomtuner.domain import (
+    child_kills,
+    classify,
+    duration,
+    kills,
+    ledger,
+    patch,
+    quantity,
+    recommend,
+    selection,
+    timestamps,
+    workload,
+)
 from oomtuner.kube import api, events, owners, patching, store
 from oomtuner.prom import metrics
 from oomtuner.prom import usage as prom_usage
@@ -35,19 +47,6 @@ NODE_OOM_MEMORY = 64
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def iso(at: datetime.datetime) -> str:
-    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 RECENT_KILLS = 10_000
@@ -162,7 +161,7 @@ class Operator:
         queue = self.node_ooms.setdefault(found.node, collections.deque(maxlen=NODE_OOM_MEMORY))
         if found not in queue:
             queue.append(found)
-            logger.info("node %s ran out of memory at %s (%s)", found.node, iso(found.at), found.source)
+            logger.info("node %s ran out of memory at %s (%s)", found.node, timestamps.format(found.at), found.source)
             self._reclassify_after(found)
         return found
 
@@ -229,7 +228,7 @@ class Operator:
         if deleted:
             self.policies[namespace].pop(name, None)
             return
-        now = iso(self.clock())
+        now = timestamps.format(self.clock())
         generation = meta.get("generation")
         problem: str | None = None
         parsed: policy.OOMPolicy | None = None
@@ -486,7 +485,7 @@ class Operator:
                     classification=result.classification,
                     phase=result.phase,
                     oomKills=total,
-                    lastOOMAt=iso(last) if last else (before.lastOOMAt if before else None),
+                    lastOOMAt=timestamps.format(last) if last else (before.lastOOMAt if before else None),
                     reason=result.reason,
                     cappedBy=result.capped_by,
                 )
@@ -513,7 +512,7 @@ class Operator:
                 reason="Computed",
                 message=f"computed from {len(history)} recorded kill(s) "
                 + (f"and usage history ({status.dataSource})" if usage_history.usage else "without usage history"),
-                lastTransitionTime=iso(now),
+                lastTransitionTime=timestamps.format(now),
             ),
         )
         _set_condition(
@@ -523,7 +522,7 @@ class Operator:
                 status="True" if usage_history.ok else "False",
                 reason=usage_history.outcome.value,
                 message=usage_history.message,
-                lastTransitionTime=iso(now),
+                lastTransitionTime=timestamps.format(now),
             ),
         )
 
@@ -543,7 +542,7 @@ class Operator:
         adj = "unknown" if k.oom_score_adj is None else str(k.oom_score_adj)
         message = (
             f"{k.container_type.value} {k.container} of pod {k.pod} was OOM-killed"
-            f"{' at ' + iso(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
+            f"{' at ' + timestamps.format(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
             f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
         )
         logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
@@ -630,7 +629,7 @@ class Operator:
 
     def _note(self, rec: recommendation.OOMRecommendation, *, reason: str, message: str, generation: bool = False,
               ok: bool = False) -> recommendation.OOMRecommendation:
-        now = iso(self.clock())
+        now = timestamps.format(self.clock())
 
         def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
             _set_condition(obj.status, types.Condition(type="Applied", status="True" if ok else "False", reason=reason, message=message, lastTransitionTime=now))
@@ -659,7 +658,7 @@ class Operator:
             return
         now = self.clock()
         cooldown = duration.parse(chosen.spec.cooldown) if chosen else self.default_cooldown
-        remaining = recommend.cooldown_remaining(last_applied=parse_time(rec.status.appliedAt), cooldown=cooldown, now=now)
+        remaining = recommend.cooldown_remaining(last_applied=timestamps.parse(rec.status.appliedAt), cooldown=cooldown, now=now)
         if not approval and remaining > datetime.timedelta(0):
             self._note(rec, reason="CooldownActive", message=f"last patch at {rec.status.appliedAt}; next one allowed in {duration.format(remaining)}")
             with self._guard:
@@ -693,7 +692,7 @@ class Operator:
             types.ApplyMethod.IN_PLACE, types.ApplyMethod.IN_PLACE_AND_ROLLOUT
         ):
             resize_errors = self._resize_running(target, changes)
-        stamp = iso(now)
+        stamp = timestamps.format(now)
 
         def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
             st = obj.status

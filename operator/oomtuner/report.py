@@ -8,16 +8,11 @@ known, else the request) over node capacity × 1000, plus oom_score_adj.
 from __future__ import annotations
 
 import collections
-import datetime
 from typing import Any
 
 from oomtuner.api import core
-from oomtuner.domain import classify, kills, qos, quantity
+from oomtuner.domain import classify, kills, qos, quantity, timestamps
 from oomtuner.kube import api, owners
-
-
-def _iso(at: datetime.datetime | None) -> str | None:
-    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
 
 
 def collect(client: api.Client, *, namespace: str | None, top: int = 5) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def collect(client: api.Client, *, namespace: str | None, top: int = 5) -> dict[
             )
             cont["kills"] += 1
             cont["classifications"].add(cls.value)
-            at = _iso(k.at)
+            at = timestamps.format_or_none(k.at)
             if at and (cont["lastKill"] is None or at > cont["lastKill"]):
                 cont["lastKill"] = at
     result_workloads = []

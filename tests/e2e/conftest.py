@@ -18,10 +18,9 @@ import pathlib
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import kubernetes
 import pytest

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from oomtuner.api import recommendation, types
-from oomtuner.domain import child_kills, kills, quantity
+from oomtuner.domain import child_kills, kills, quantity, timestamps
 
 
 @dataclass(frozen=True)
@@ -20,21 +20,6 @@ class Classified:
     kill: kills.OOMKill
     classification: types.Classification
     reason: str
-
-
-def _iso(at: datetime.datetime | None) -> str | None:
-    if at is None:
-        return None
-    return at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def to_record(item: Classified) -> recommendation.Kill:
@@ -46,8 +31,8 @@ def to_record(item: Classified) -> recommendation.Kill:
         container=k.container,
         containerType=k.container_type,
         node=k.node,
-        at=_iso(k.at),
-        startedAt=_iso(k.started_at),
+        at=timestamps.format_or_none(k.at),
+        startedAt=timestamps.format_or_none(k.started_at),
         restartCount=k.restart_count,
         limitAtKill=quantity.format_bytes(k.limit_at_kill) if k.limit_at_kill is not None else None,
         requestAtKill=quantity.format_bytes(k.request) if k.request is not None else None,
@@ -76,8 +61,8 @@ def from_record(record: recommendation.Kill, *, namespace: str) -> Classified:
         container=record.container,
         container_type=record.containerType,
         node=record.node,
-        at=_parse_time(record.at),
-        started_at=_parse_time(record.startedAt),
+        at=timestamps.parse(record.at),
+        started_at=timestamps.parse(record.startedAt),
         restart_count=record.restartCount,
         exit_code=137,
         container_id=None,
@@ -95,7 +80,7 @@ def unseen(records: Sequence[recommendation.Kill], candidates: Sequence[kills.OO
     known = {r.id for r in records}
     watermark: datetime.datetime | None = None
     if len(records) >= capacity:
-        times = [t for t in (_parse_time(r.at) for r in records) if t is not None]
+        times = [t for t in (timestamps.parse(r.at) for r in records) if t is not None]
         watermark = min(times) if times else None
     # A kill the node agent reported and the same kill in the pod status (the container did restart)
     # have different identities: match them by pod, container and time (child_kills.same_kill).
