@@ -53,8 +53,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from oomtuner.kube import api, client  # noqa: E402
-from reaction import Watcher, free_port, inject, log, percentile, wait  # noqa: E402
+from oomtuner.kube import api, client
+from reaction import Watcher, free_port, inject, log, percentile, wait
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
@@ -92,12 +92,12 @@ class MetricsState:
                 pods = self.kube.list(f"/api/v1/namespaces/{self.namespace}/pods")
                 self.pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
                 self.nodes = sorted({p["spec"].get("nodeName") for p in self.pods if p["spec"].get("nodeName")})
-            except Exception as exc:  # keep serving the last list
+            except Exception as exc:  # noqa: BLE001 - keep serving the last list
                 log(f"metrics: refresh failed: {exc}")
             self.stopping.wait(2)
 
     def pod_metrics(self, namespace: str | None, name: str | None) -> list[dict[str, Any]]:
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         out = []
         for p in self.pods:
             md = p["metadata"]
@@ -113,7 +113,7 @@ class MetricsState:
         return out
 
     def node_metrics(self, name: str | None) -> list[dict[str, Any]]:
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return [{"metadata": {"name": n, "creationTimestamp": now}, "timestamp": now, "window": "30s",
                  "usage": {"cpu": "100m", "memory": "1Gi"}} for n in self.nodes if not name or n == name]
 
@@ -140,7 +140,7 @@ def make_handler(state: MetricsState) -> type[http.server.BaseHTTPRequestHandler
             self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
                                  "code": 404, "message": f"{self.path} not found"})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             state.requests += 1
             state.paths[path] = state.paths.get(path, 0) + 1
@@ -383,7 +383,7 @@ def main() -> int:
         kills = []
         target = baseline
         for i in range(args.kills):
-            pods = wait("the pods to run", lambda: pods_at(request), timeout=180)
+            pods = wait("the pods to run", lambda req=request: pods_at(req), timeout=180)
             delay = rng.uniform(0, interval_s)
             log(f"kill {i + 1}/{args.kills}: in {delay:.1f}s, request {mib(request)}, VPA target {mib(target)}")
             time.sleep(delay)
@@ -409,7 +409,7 @@ def main() -> int:
                 "oomtuner_seconds": None if ours_at is None else round(ours_at - written, 3),
             }
             kills.append(kill)
-            log(f"  VPA {kill['vpa_seconds']}s ({mib(target)} -> {mib(new_target)}), oomtuner {kill['oomtuner_seconds']}s")
+            log(f"  VPA {kill['vpa_seconds'] or 'no raise in ' + str(args.timeout)}s ({mib(target)} -> {mib(new_target)}), oomtuner {kill['oomtuner_seconds']}s")
             target = new_target
             if not args.no_rollout and new_target > request and i + 1 < args.kills:
                 request = new_target // MIB * MIB
@@ -426,7 +426,7 @@ def main() -> int:
                     "mean": round(statistics.fmean(values), 3) if values else None, "max": max(values, default=None)}
 
         result = {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": f"{os.cpu_count()} cores",
             "vpa": {"version": vpa_version, "recommender_interval": args.interval or "1m (default)",
                     "build_or_cache_seconds": round(build_seconds, 1),
@@ -447,13 +447,13 @@ def main() -> int:
         server.shutdown()
         try:
             kube.delete(f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - report, do not mask the run's error
             log(f"could not delete APIService {APISERVICE}: {exc}")
         if not args.keep:
             kube.delete(f"/api/v1/namespaces/{namespace}")
     print(json.dumps(result, indent=2))
     for k in result.get("kills", []):
-        log(f"request {k['request_at_kill']:>7}: VPA {k['vpa_seconds']}s ({k['vpa_target_before']} -> "
+        log(f"request {k['request_at_kill']:>7}: VPA {k['vpa_seconds'] or 'no raise '}s ({k['vpa_target_before']} -> "
             f"{k['vpa_target_after']}), oomtuner {k['oomtuner_seconds']}s")
     for key in ("vpa_reaction_seconds", "oomtuner_reaction_seconds"):
         log(f"{key}: {result[key]}")
