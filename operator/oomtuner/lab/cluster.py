@@ -338,12 +338,23 @@ def up(*, echo: Echo = print, self_check: bool = True, build: bool = True) -> St
         if current.anything_alive:
             echo("lab partly running: stopping what is left first")
             _down(paths, echo=_quiet)
-        try:
-            _up(paths, echo=echo, self_check=self_check, build=build)
-        except BaseException:
-            echo("lab up failed: stopping what started (logs stay in " + str(paths.logs) + ")")
-            _down(paths, echo=_quiet)
-            raise
+        for attempt in (1, 2):
+            try:
+                _up(paths, echo=echo, self_check=self_check, build=build)
+                break
+            except LabError as exc:
+                # A component that dies at start is most often a port that a process of the last
+                # run still held; one more try, after a pause, with the ports chosen again.
+                echo(f"lab up failed: stopping what started (logs stay in {paths.logs}): {str(exc).splitlines()[0]}")
+                _down(paths, echo=_quiet)
+                if attempt == 2:
+                    raise
+                time.sleep(3)
+                echo("trying once more")
+            except BaseException:
+                echo("lab up failed: stopping what started (logs stay in " + str(paths.logs) + ")")
+                _down(paths, echo=_quiet)
+                raise
         return status(paths)
 
 
