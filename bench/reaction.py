@@ -129,7 +129,7 @@ def running_pods(kube: api.Client, namespace: str) -> list[dict[str, Any]]:
 class Operator:
     def __init__(self, kubeconfig: str, log_path: pathlib.Path):
         self.metrics_port, self.liveness_port = free_port(), free_port()
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "OOMTUNER_LOG_FORMAT": "json", "OOMTUNER_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "OOMTUNER_LOG_FORMAT": "text", "OOMTUNER_LOG_LEVEL": os.environ.get("OOMTUNER_LOG_LEVEL", "WARNING")}
         with open(log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "oomtuner", "run", "--standalone", "--metrics-port", str(self.metrics_port),
@@ -192,8 +192,14 @@ class Watcher(threading.Thread):
         self.seen: dict[str, float] = {}
         self.duplicates: set[str] = set()
         self.totals: dict[str, int] = {}
+        # Per recommendation: (arrival time, totalKills) each time the total rose.
+        self.progress: dict[str, list[tuple[float, int]]] = {}
         self.stopping = threading.Event()
         self.ready = threading.Event()
+
+    def recorded_at(self, rec: str, count: int) -> float | None:
+        """When the recommendation first counted `count` kills."""
+        return next((t for t, total in self.progress.get(rec, []) if total >= count), None)
 
     def _record(self, obj: dict[str, Any], now: float) -> None:
         status = obj.get("status") or {}
@@ -202,7 +208,11 @@ class Watcher(threading.Thread):
             self.duplicates.update(i for i in ids if ids.count(i) > 1)
         for kill_id in ids:
             self.seen.setdefault(kill_id, now)
-        self.totals[obj["metadata"]["name"]] = int(status.get("totalKills") or 0)
+        name, total = obj["metadata"]["name"], int(status.get("totalKills") or 0)
+        self.totals[name] = total
+        steps = self.progress.setdefault(name, [])
+        if not steps or total > steps[-1][1]:
+            steps.append((now, total))
 
     def run(self) -> None:
         import urllib3
@@ -242,6 +252,10 @@ class Watcher(threading.Thread):
                 time.sleep(0.5)
 
 
+def rec_of(pod: dict[str, Any]) -> str:
+    return f"deployment-{pod['metadata']['labels']['app']}"
+
+
 def inject(core_v1: kubernetes.client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> tuple[str, float]:
     """Write an OOM kill into the pod's status; return (kill id, monotonic time the write returned)."""
     from oomtuner.lab import inject as lab_inject
@@ -253,18 +267,19 @@ def inject(core_v1: kubernetes.client.CoreV1Api, namespace: str, pod: dict[str, 
     return kill_id, written
 
 
-def phase(name: str, pods: list[dict[str, Any]], *, seconds: float, core_v1: Any, namespace: str, workers: int) -> dict[str, float]:
+def phase(name: str, pods: list[dict[str, Any]], *, seconds: float, core_v1: Any, namespace: str,
+          workers: int) -> dict[str, tuple[float, str]]:
     log(f"{name}: {len(pods)} kills over {seconds:g}s")
     start = time.monotonic()
-    injected: dict[str, float] = {}
+    injected: dict[str, tuple[float, str]] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = []
         for i, pod in enumerate(pods):
             due = start + (seconds * i / max(1, len(pods)))
-            futures.append(pool.submit(_at, due, inject, core_v1, namespace, pod))
-        for f in futures:
+            futures.append((pool.submit(_at, due, inject, core_v1, namespace, pod), rec_of(pod)))
+        for f, rec in futures:
             kill_id, written = f.result()
-            injected[kill_id] = written
+            injected[kill_id] = (written, rec)
     log(f"{name}: injected in {time.monotonic() - start:.2f}s")
     return injected
 
@@ -276,17 +291,31 @@ def _at(due: float, fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def summarize(injected: dict[str, float], watcher: Watcher) -> dict[str, Any]:
-    latencies = [watcher.seen[k] - t for k, t in injected.items() if k in watcher.seen]
-    lost = [k for k in injected if k not in watcher.seen]
+def latencies(order: list[tuple[str, float, str]], watcher: Watcher) -> dict[str, float | None]:
+    """Each kill's latency: the i-th kill written into a workload's pods (in the order the writes
+    returned) counts as recorded when that workload's recommendation first counted i kills.
+
+    Counting by totalKills, not by the kill ledger, because one status write may record more kills
+    than the ledger keeps."""
+    seen_per_rec: dict[str, int] = {}
+    result: dict[str, float | None] = {}
+    for kill_id, written, rec in sorted(order, key=lambda item: item[1]):
+        seen_per_rec[rec] = seen_per_rec.get(rec, 0) + 1
+        at = watcher.recorded_at(rec, seen_per_rec[rec])
+        result[kill_id] = None if at is None else max(0.0, at - written)
+    return result
+
+
+def summarize(kills: list[str], lat: dict[str, float | None]) -> dict[str, Any]:
+    values = [v for k in kills if (v := lat.get(k)) is not None]
     return {
-        "kills": len(injected),
-        "recorded": len(latencies),
-        "lost": len(lost),
+        "kills": len(kills),
+        "recorded": len(values),
+        "lost": len(kills) - len(values),
         "latency_seconds": {
-            "p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
-            "max": max(latencies) if latencies else None,
-            "mean": statistics.fmean(latencies) if latencies else None,
+            "p50": percentile(values, 50), "p95": percentile(values, 95), "p99": percentile(values, 99),
+            "max": max(values) if values else None,
+            "mean": statistics.fmean(values) if values else None,
         },
     }
 
@@ -301,7 +330,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=32, help="Threads injecting kills.")
     parser.add_argument("--keep", action="store_true", help="Keep the namespace and nodes afterwards.")
     args = parser.parse_args()
-    if args.spread_kills + args.burst_kills > args.pods:
+    if args.spread_kills + args.burst_kills >= args.pods:
         parser.error("need at least as many pods as kills (each kill hits its own pod)")
 
     kubeconfig = os.environ.get("KUBECONFIG")
@@ -353,28 +382,40 @@ def main() -> int:
         watcher = Watcher(api_client, namespace)
         watcher.start()
         watcher.ready.wait(10)
-        time.sleep(1)
+        # Ready means the operator's watches deliver: one canary kill (not measured) must come back.
+        canary, canary_written = inject(core_v1, namespace, pods[-1])
+        t_canary = time.monotonic()
+        wait("the canary kill to be recorded", lambda: canary in watcher.seen, timeout=600, interval=0.2)
+        order: list[tuple[str, float, str]] = [(canary, canary_written, rec_of(pods[-1]))]
+        log(f"canary kill recorded after {time.monotonic() - t_canary:.1f}s; measuring")
         victims = pods[: args.spread_kills + args.burst_kills]
         spread = phase("spread", victims[: args.spread_kills], seconds=args.spread_seconds, core_v1=core_v1,
                        namespace=namespace, workers=args.workers)
-        wait("the spread kills to be recorded", lambda: all(k in watcher.seen for k in spread), timeout=120, interval=0.5)
+        order += [(k, t, rec) for k, (t, rec) in spread.items()]
+        expected = lambda: {rec: sum(1 for _, _, r in order if r == rec) for _, _, rec in order}  # noqa: E731
+        all_counted = lambda: all(watcher.totals.get(rec, 0) >= n for rec, n in expected().items())  # noqa: E731
+        wait("the spread kills to be recorded", all_counted, timeout=300, interval=0.5)
         burst = phase("burst", victims[args.spread_kills:], seconds=1, core_v1=core_v1, namespace=namespace,
                       workers=args.workers)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not all(k in watcher.seen for k in burst):
+        order += [(k, t, rec) for k, (t, rec) in burst.items()]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not all_counted():
             time.sleep(0.5)
         time.sleep(5)  # anything counted twice would show by now
         watcher.stopping.set()
-        injected_total = len(spread) + len(burst)
+        injected_total = len(order)
         recorded_total = sum(watcher.totals.values())
+        lat = latencies(order, watcher)
         requests_after = operator.api_requests()
         result = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": f"{os.cpu_count()} cores",
             "pods": len(pods), "nodes": len(nodes), "setup_seconds": round(setup_seconds, 1),
-            "spread": summarize(spread, watcher),
-            "burst": summarize(burst, watcher),
+            "spread": summarize(list(spread), lat),
+            "burst": summarize(list(burst), lat),
+            "lost": max(0, injected_total - recorded_total),
             "counted_twice": len(watcher.duplicates) + max(0, recorded_total - injected_total),
+            "kills_injected": injected_total,  # with the canary
             "recommendation_kill_totals": recorded_total,
             "operator": {
                 "cpu_seconds_startup": round(cpu_idle, 2),
@@ -398,7 +439,7 @@ def main() -> int:
         log(f"{key:>6}: {result[key]['recorded']}/{result[key]['kills']} recorded, lost {result[key]['lost']}; "
             f"p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} max {fmt(lat['max'])}")
     op = result["operator"]
-    log(f"counted twice {result['counted_twice']}; operator RSS peak {op['rss_mib_peak']} MiB, CPU {op['cpu_seconds_total']}s; "
+    log(f"lost {result['lost']}, counted twice {result['counted_twice']}; operator RSS peak {op['rss_mib_peak']} MiB, CPU {op['cpu_seconds_total']}s; "
         f"API requests for the kills {op['api_requests_for_kills']}")
     return 0
 

@@ -56,7 +56,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])  # type: ignore[arg-type]
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    settings.batching.worker_limit = 64
+    # No cap on kopf's per-object workers: a capped pool holds each worker for its idle timeout (5s)
+    # after its event, so a burst of kills in many pods would wait in steps of 5 seconds.
+    settings.batching.worker_limit = None
+    settings.batching.idle_timeout = 2.0
     settings.networking.request_timeout = 60
 
 

@@ -12,6 +12,7 @@ lives in the cluster (the recommendations' kill ledgers); the in-memory state he
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import datetime
 import logging
 import threading
@@ -108,10 +109,16 @@ class Operator:
         self._guard = threading.Lock()
         self._phases: dict[str, types.Phase] = {}
         self._limit_ranges: dict[str, tuple[float, int | None]] = {}
+        self._pending: dict[str, list[kills.OOMKill]] = collections.defaultdict(list)
+        # Events go out from a few threads of their own: best effort, and never on a workload's lock.
+        self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="oomtuner-events")
         # Auto-mode patches held back by a cooldown: recommendation key → when it ends.
         self._deferred: dict[str, datetime.datetime] = {}
         # Recently recorded kills not classified Node, for a SystemOOM that arrives after them.
         self._recent: collections.deque[RecentKill] = collections.deque(maxlen=RECENT_KILLS)
+
+    def _post(self, body: dict[str, Any]) -> None:
+        self._event_pool.submit(events.post, self.client, body)
 
     # ---- caches fed by watches -------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class Operator:
         if problem is not None:
             involved = {"apiVersion": f"{policy.GROUP}/{policy.VERSION}", "kind": policy.KIND, "name": name,
                         "namespace": namespace, "uid": meta.get("uid")}
-            events.post(self.client, events.build(involved=involved, reason=events.Reason.POLICY_INVALID, message=problem, now=self.clock()))
+            self._post(events.build(involved=involved, reason=events.Reason.POLICY_INVALID, message=problem, now=self.clock()))
 
     def _count_matched(self, namespace: str, chosen: policy.OOMPolicy) -> int:
         count = 0
@@ -311,10 +318,21 @@ class Operator:
         fresh = [k for k in found if k.identity not in self.seen]
         if not fresh:
             return 0
-        target = owners.resolve(self.client, pod_body)
-        key = f"{target.namespace}/{recommendation.name_for(kind=target.kind, name=target.name)}"
+        kind, name = owners.top_owner(self.client, pod_body)
+        namespace = str((pod_body.get("metadata") or {}).get("namespace") or "")
+        key = f"{namespace}/{recommendation.name_for(kind=kind, name=name)}"
+        # A burst of kills in one workload (many replicas at once) queues here: whoever holds the
+        # workload's lock reads the workload once and records every queued kill in one status
+        # write; the others find the queue empty. A burst costs a few writes, not one per kill.
+        with self._guard:
+            self._pending[key].extend(fresh)
         with self._locks[key]:
-            recorded = self._record(target, fresh)
+            with self._guard:
+                batch = self._pending.pop(key, [])
+            recorded = 0
+            if batch:
+                target = owners.workload_of(self.client, pod_body, kind=kind, name=name)
+                recorded = self._record(target, batch)
         with self._guard:
             for k in fresh:
                 self.seen[k.identity] = None
@@ -546,7 +564,7 @@ class Operator:
             f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
         )
         logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
-        events.post(self.client, events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED, message=message, now=self.clock()))
+        self._post(events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED, message=message, now=self.clock()))
 
     def _announce_recommendation(
         self, rec: recommendation.OOMRecommendation, *, target: workload.Workload, before: types.Phase | None
@@ -559,12 +577,12 @@ class Operator:
         text = "; ".join(f"{c.name}: {c.reason}" for c in status.containers)
         message = f"{status.target}: {status.current} → {status.recommended} ({text})"
         now = self.clock()
-        events.post(self.client, events.build(involved=involved, reason=events.Reason.RECOMMENDATION_UPDATED, message=message, now=now))
+        self._post(events.build(involved=involved, reason=events.Reason.RECOMMENDATION_UPDATED, message=message, now=now))
         if status.phase != before and status.phase in (types.Phase.CAPPED, types.Phase.SUSPECTED_LEAK):
             reason = events.Reason.RECOMMENDATION_CAPPED if status.phase == types.Phase.CAPPED else events.Reason.SUSPECTED_LEAK
             detail = "; ".join(f"{c.name}: {c.reason}" for c in status.containers if c.phase == status.phase)
             for obj in (involved, self._involved(target)):
-                events.post(self.client, events.build(involved=obj, reason=reason, message=detail or message, now=now))
+                self._post(events.build(involved=obj, reason=reason, message=detail or message, now=now))
 
     def _count_phase(self, key: str, phase: types.Phase | None) -> None:
         with self._guard:
@@ -734,7 +752,7 @@ class Operator:
         )
         message = f"{outcome.message} ({trigger}): {summary}"
         logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
-        events.post(self.client, events.build(involved=self._involved(target), reason=reason, message=message, now=self.clock()))
+        self._post(events.build(involved=self._involved(target), reason=reason, message=message, now=self.clock()))
 
     def _resize_running(self, target: workload.Workload, changes: list[patch.MemoryChange]) -> list[str]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(target.template_labels.items()))

@@ -60,45 +60,50 @@ _CHAIN: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
 _CHAIN_CAPACITY = 10_000
 
 
-def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workload:
-    """The top-most readable controller of the pod, as a Workload (the pod itself for bare pods).
+def top_owner(client: api.Client, pod_body: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload a pod belongs to, without reading the workload itself.
 
-    The workload itself is always read fresh (its template is the current memory); only the links
-    between intermediate owners are cached.
+    Deployment (through its ReplicaSet), StatefulSet, DaemonSet, CronJob (through its Job), a bare
+    ReplicaSet or Job, or ("Pod", name) for a bare pod. An intermediate owner is read once: its
+    link upwards never changes, so it is cached. One that cannot be read ends the walk at the pod.
     """
-    body: Mapping[str, Any] = pod_body
-    kind = "Pod"
-    namespace = (pod_body.get("metadata") or {}).get("namespace") or ""
-    while True:
-        ref = _controller(body.get("metadata") or {})
-        if ref is None or ref.get("kind") not in _FOLLOW.get(kind, set()):
-            break
-        key = (namespace, str(ref["kind"]), str(ref["name"]), str(ref.get("uid") or ""))
-        link = _CHAIN.get(key, ("", "")) if ref["kind"] in ("ReplicaSet", "Job") else ("", "")
-        if link is None or link[0]:
-            # Known: skip reading the intermediate owner, go to its controller (or stop at it).
-            target_kind, target_name = (ref["kind"], ref["name"]) if link is None else link
-            owner = read(client, kind=target_kind, namespace=namespace, name=target_name)
-            if owner is None:
-                break
-            body, kind = owner, target_kind
-            if link is None:
-                break
-            continue
-        owner = read(client, kind=ref["kind"], namespace=namespace, name=ref["name"])
+    meta = pod_body.get("metadata") or {}
+    namespace, pod_name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    ref = _controller(meta)
+    if ref is None or ref.get("kind") not in _FOLLOW["Pod"]:
+        return "Pod", pod_name
+    kind, name = str(ref["kind"]), str(ref["name"])
+    if kind not in _FOLLOW:  # StatefulSet, DaemonSet: the top already
+        return kind, name
+    key = (namespace, kind, name, str(ref.get("uid") or ""))
+    if key not in _CHAIN:
+        owner = read(client, kind=kind, namespace=namespace, name=name)
         if owner is None:
-            break
-        if ref["kind"] in ("ReplicaSet", "Job"):
-            up = _controller(owner.get("metadata") or {})
-            if len(_CHAIN) >= _CHAIN_CAPACITY:
-                _CHAIN.pop(next(iter(_CHAIN)))
-            _CHAIN[key] = (str(up["kind"]), str(up["name"])) if up and up.get("kind") in _FOLLOW[ref["kind"]] else None
-        body, kind = owner, ref["kind"]
-    if kind == "Pod":
-        body = {"apiVersion": "v1", "kind": "Pod", **{k: v for k, v in pod_body.items() if k not in ("apiVersion", "kind")}}
-    else:
-        body = {"apiVersion": _api_version(kind), "kind": kind, **{k: v for k, v in body.items() if k not in ("apiVersion", "kind")}}
-    return workload.from_body(body)
+            return "Pod", pod_name
+        up = _controller(owner.get("metadata") or {})
+        if len(_CHAIN) >= _CHAIN_CAPACITY:
+            _CHAIN.pop(next(iter(_CHAIN)))
+        _CHAIN[key] = (str(up["kind"]), str(up["name"])) if up and up.get("kind") in _FOLLOW[kind] else None
+    link = _CHAIN[key]
+    return link if link is not None else (kind, name)
+
+
+def workload_of(client: api.Client, pod_body: Mapping[str, Any], *, kind: str, name: str) -> workload.Workload:
+    """The workload `top_owner` named, read fresh (its template is the current memory); the pod
+    itself for a bare pod, or when the workload cannot be read."""
+    namespace = str((pod_body.get("metadata") or {}).get("namespace") or "")
+    if kind != "Pod":
+        found = read_workload(client, kind=kind, namespace=namespace, name=name)
+        if found is not None:
+            return found
+    return workload.from_body({"apiVersion": "v1", "kind": "Pod",
+                               **{k: v for k, v in pod_body.items() if k not in ("apiVersion", "kind")}})
+
+
+def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workload:
+    """The top-most readable controller of the pod, as a Workload (the pod itself for bare pods)."""
+    kind, name = top_owner(client, pod_body)
+    return workload_of(client, pod_body, kind=kind, name=name)
 
 
 def read_workload(client: api.Client, *, kind: str, namespace: str, name: str) -> workload.Workload | None:
