@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SEEN_CAPACITY = 200_000
 LIMIT_RANGE_TTL = 30.0  # seconds
+RECOMMENDATION_CACHE = 20_000
 NODE_OOM_MEMORY = 64
 
 
@@ -110,12 +111,34 @@ class Operator:
         self._phases: dict[str, types.Phase] = {}
         self._limit_ranges: dict[str, tuple[float, int | None]] = {}
         self._pending: dict[str, list[kills.OOMKill]] = collections.defaultdict(list)
+        self._recs: dict[str, recommendation.OOMRecommendation] = {}
         # Events go out from a few threads of their own: best effort, and never on a workload's lock.
         self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="oomtuner-events")
         # Auto-mode patches held back by a cooldown: recommendation key → when it ends.
         self._deferred: dict[str, datetime.datetime] = {}
         # Recently recorded kills not classified Node, for a SystemOOM that arrives after them.
         self._recent: collections.deque[RecentKill] = collections.deque(maxlen=RECENT_KILLS)
+
+    def _write_status(self, rec: recommendation.OOMRecommendation, mutate: store.Mutation) -> recommendation.OOMRecommendation:
+        """Write a recommendation's status and remember the result, so the next kill of the same
+        workload starts from it without reading it again. A stale copy costs one 409 and a re-read;
+        a recommendation deleted meanwhile is created again."""
+        key = f"{rec.metadata.namespace}/{rec.metadata.name}"
+        try:
+            written = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        except api.NotFound:
+            self._recs.pop(key, None)
+            fresh = store.ensure_recommendation(
+                self.client, namespace=rec.metadata.namespace or "", name=rec.metadata.name,
+                target=rec.spec.targetRef,
+                owner_uid=next((o.get("uid") for o in rec.metadata.ownerReferences or []), None),
+            )
+            written = store.update_recommendation_status(self.client, current=fresh, mutate=mutate)
+        with self._guard:
+            self._recs[key] = written
+            while len(self._recs) > RECOMMENDATION_CACHE:
+                self._recs.pop(next(iter(self._recs)))
+        return written
 
     def _post(self, body: dict[str, Any]) -> None:
         self._event_pool.submit(events.post, self.client, body)
@@ -222,7 +245,7 @@ class Operator:
                                 usage_history=usage_histories[0])
                 return obj
 
-            rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+            rec = self._write_status(rec, mutate)
         if count[0]:
             logger.info("%s: %d kill(s) reclassified after a node OOM", key, count[0])
         return count[0]
@@ -355,11 +378,10 @@ class Operator:
         classified = [self._classify(k) for k in fresh]
         now = self.clock()
         if mode == types.Mode.OBSERVE:
-            for item in classified:
-                self._announce_kill(target, item)
+            self._announce_kills(target, classified)
             return len(classified)
         name = recommendation.name_for(kind=target.kind, name=target.name)
-        rec = store.ensure_recommendation(
+        rec = self._recs.get(f"{target.namespace}/{name}") or store.ensure_recommendation(
             self.client, namespace=target.namespace, name=name, target=target.ref, owner_uid=target.uid
         )
         added: list[ledger.Classified] = []
@@ -379,7 +401,7 @@ class Operator:
                             usage_history=usage_histories[0])
             return obj
 
-        rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        rec = self._write_status(rec, mutate)
         if not added:
             return 0
         with self._guard:
@@ -387,8 +409,8 @@ class Operator:
                 if item.kill.node and item.kill.at and item.classification != types.Classification.NODE:
                     self._recent.append(RecentKill(node=item.kill.node, at=item.kill.at,
                                                    key=f"{target.namespace}/{name}", identity=item.kill.identity))
+        self._announce_kills(target, added)
         for item in added:
-            self._announce_kill(target, item)
             if item.kill.at is not None:
                 metrics.DETECTION_LATENCY.observe(max(0.0, (self.clock() - item.kill.at).total_seconds()))
         self._announce_recommendation(rec, target=target, before=before_phase)
@@ -550,21 +572,29 @@ class Operator:
         return {"apiVersion": target.api_version, "kind": target.kind, "name": target.name,
                 "namespace": target.namespace, "uid": target.uid}
 
-    def _announce_kill(self, target: workload.Workload, item: ledger.Classified) -> None:
-        k = item.kill
-        metrics.OOM_KILLS.labels(
-            namespace=target.namespace, workload=target.display, container=k.container,
-            classification=item.classification.value,
-        ).inc()
-        limit = quantity.humanize(k.limit_at_kill) if k.limit_at_kill is not None else "none"
-        adj = "unknown" if k.oom_score_adj is None else str(k.oom_score_adj)
-        message = (
-            f"{k.container_type.value} {k.container} of pod {k.pod} was OOM-killed"
-            f"{' at ' + timestamps.format(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
-            f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
-        )
-        logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
-        self._post(events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED, message=message, now=self.clock()))
+    def _announce_kills(self, target: workload.Workload, items: list[ledger.Classified]) -> None:
+        """Count, log and post the kills: one event per container and class, naming every kill
+        (a burst of a hundred replicas makes one event with the count, as the kubelet's recorder
+        aggregates its own)."""
+        groups: dict[tuple[str, types.Classification], list[ledger.Classified]] = {}
+        for item in items:
+            metrics.OOM_KILLS.labels(
+                namespace=target.namespace, workload=target.display, container=item.kill.container,
+                classification=item.classification.value,
+            ).inc()
+            groups.setdefault((item.kill.container, item.classification), []).append(item)
+        for group in groups.values():
+            messages = [_kill_message(item) for item in group]
+            for message in messages:
+                logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
+            if len(messages) == 1:
+                text = messages[0]
+            else:
+                shown = "; ".join(messages[:3])
+                more = f"; and {len(messages) - 3} more" if len(messages) > 3 else ""
+                text = f"{len(messages)} OOM kills: {shown}{more}"
+            self._post(events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED,
+                                    message=text, now=self.clock()))
 
     def _announce_recommendation(
         self, rec: recommendation.OOMRecommendation, *, target: workload.Workload, before: types.Phase | None
@@ -655,7 +685,7 @@ class Operator:
                 obj.status.appliedGeneration = obj.metadata.generation
             return obj
 
-        return store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        return self._write_status(rec, mutate)
 
     def _apply(
         self,
@@ -734,7 +764,7 @@ class Operator:
                 _set_condition(st, types.Condition(type="Applied", status="False", reason="Rejected", message=outcome.message, lastTransitionTime=stamp))
             return obj
 
-        rec = store.update_recommendation_status(self.client, current=rec, mutate=mutate)
+        rec = self._write_status(rec, mutate)
         self._count_phase(f"{rec.metadata.namespace}/{rec.metadata.name}", rec.status.phase)
         reason = {
             patching.Result.APPLIED: events.Reason.RESOURCES_PATCHED,
@@ -767,6 +797,17 @@ class Operator:
             if error:
                 errors.append(f"{name}: {error}")
         return errors
+
+
+def _kill_message(item: ledger.Classified) -> str:
+    k = item.kill
+    limit = quantity.humanize(k.limit_at_kill) if k.limit_at_kill is not None else "none"
+    adj = "unknown" if k.oom_score_adj is None else str(k.oom_score_adj)
+    return (
+        f"{k.container_type.value} {k.container} of pod {k.pod} was OOM-killed"
+        f"{' at ' + timestamps.format(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
+        f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
+    )
 
 
 def _semantic_problem(parsed: policy.OOMPolicy) -> str | None:

@@ -370,3 +370,16 @@ def test_a_system_oom_that_arrives_after_the_kill_reclassifies_it(kube: api.Clie
         assert app["recommended"]["request"] != "128Mi"  # a Node kill raises the request
     finally:
         kube.delete(f"/api/v1/nodes/{node_name}")
+
+
+def test_a_deleted_recommendation_comes_back_with_the_next_kill(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=2))
+    first, second = kit.running_pods(kube, namespace, "web", count=2)[:2]
+    _kill(core_v1, namespace, first)
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    kube.delete(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations/deployment-web")
+    kit.wait_for(lambda: kit.recommendation(kube, namespace, "deployment-web") is None, what="the deletion")
+    _kill(core_v1, namespace, second)
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    assert rec["status"]["kills"][0]["pod"] == second["metadata"]["name"]
+    assert rec["metadata"]["ownerReferences"][0]["name"] == "web"

@@ -115,6 +115,7 @@ class ObjectMeta(pydantic.BaseModel):
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     creationTimestamp: str | None = None
+    ownerReferences: list[dict[str, Any]] | None = None
 
 
 class OOMPolicy(pydantic.BaseModel):
