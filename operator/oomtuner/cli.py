@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from oomtuner import __version__, config, crdgen
+from oomtuner import __version__, config, crdgen, memory
 from oomtuner import explain as explain_mod
 
 logger = logging.getLogger("oomtuner")
@@ -255,6 +255,7 @@ def run(
     except ValueError as exc:  # pydantic's ValidationError, e.g. a --prometheus-timeout that is no duration
         raise _Fail(str(exc).splitlines()[0] + ": " + " ".join(str(exc).splitlines()[1:3])) from None
     _setup_logging(settings, verbose)
+    memory.limit_arenas()
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     cl = _connect(kubeconfig, context)

@@ -16,8 +16,9 @@ from typing import Any
 
 import kopf
 
-from oomtuner import reconcile
+from oomtuner import memory, reconcile
 from oomtuner.api import policy, recommendation
+from oomtuner.kube import api
 from oomtuner.prom import metrics
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ def _operator() -> reconcile.Operator:
 async def _run(kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
+    except api.ApiError as exc:  # the API server said no (a namespace being deleted, RBAC): one line
+        metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+        logger.warning("handling a %s failed: %s", kind, exc)
+        return None
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
         logger.exception("handling a %s failed", kind)
@@ -56,6 +61,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])  # type: ignore[arg-type]
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    # The initial listing of every pod arrives in pages, not as one document the size of the cluster.
+    settings.watching.chunk_size = 500
     # No cap on kopf's per-object workers: a capped pool holds each worker for its idle timeout (5s)
     # after its event, so a burst of kills in many pods would wait in steps of 5 seconds.
     settings.batching.worker_limit = None
@@ -67,6 +74,7 @@ DEFERRED_INTERVAL = 5.0  # seconds between looks at patches held back by a coold
 
 
 async def _apply_deferred(stop: asyncio.Event) -> None:
+    """Every few seconds: apply patches whose cooldown ended, and give freed memory back."""
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=DEFERRED_INTERVAL)
@@ -74,6 +82,7 @@ async def _apply_deferred(stop: asyncio.Event) -> None:
             pass
         if OPERATOR is not None and not stop.is_set():
             await _run("deferred patch", OPERATOR.apply_due)
+        memory.trim()
 
 
 _STOP = asyncio.Event()
