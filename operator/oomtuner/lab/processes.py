@@ -68,6 +68,10 @@ def pid_alive(pid: int, name: str | None = None) -> bool:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
     except (FileNotFoundError, ProcessLookupError):
         return False
+    if not argv0:
+        # Empty while the process is between fork and exec (and for kernel threads): it exists,
+        # and a recycled pid would show a command line.
+        return True
     return Path(argv0).name == name  # guards against a recycled pid
 
 
@@ -141,7 +145,8 @@ def wait_until(
             last_error = None
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last_error = exc
-        if proc is not None and not proc.alive():
+        # A death is looked at twice: a process caught in the middle of its exec looks gone.
+        if proc is not None and not proc.alive() and not (time.sleep(0.5) or proc.alive()):
             raise LabError(f"{proc.name} exited while waiting for {what}; {proc.log_file}:\n{proc.log_tail()}")
         if time.monotonic() - start > timeout:
             detail = f" (last error: {last_error})" if last_error else ""
