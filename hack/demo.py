@@ -132,10 +132,10 @@ def main() -> int:
         step("What the operator recorded (status)")
         rec = kube.get(rec_path)
         print(yaml.safe_dump({"status": {k: rec["status"][k] for k in ("phase", "containers", "kills") if k in rec["status"]}},
-                             sort_keys=False))
+                             sort_keys=False, allow_unicode=True))
         step("The Deployment, patched by field manager oomtuner")
         dep = kube.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/shop-cart")
-        print(yaml.safe_dump(dep["spec"]["template"]["spec"]["containers"][0]["resources"], sort_keys=False))
+        print(yaml.safe_dump(dep["spec"]["template"]["spec"]["containers"][0]["resources"], sort_keys=False, allow_unicode=True))
         step("Events")
         subprocess.run([kubectl, "get", "events", "-n", NAMESPACE, "--field-selector", "source=oomtuner",
                         "-o", "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message"], check=False)

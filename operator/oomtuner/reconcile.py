@@ -752,6 +752,8 @@ class Operator:
                 st.patch = None
                 for c in st.containers:
                     c.current = c.recommended.model_copy()
+                    if c.phase == types.Phase.PENDING:  # Capped stays: more kills cannot raise it
+                        c.phase = types.Phase.APPLIED
                 st.current = _summary(st.containers, recommended=False)
                 message = outcome.message + (f"; in-place resize failed: {'; '.join(resize_errors)}" if resize_errors else "")
                 _set_condition(st, types.Condition(type="Applied", status="True", reason="Patched", message=message, lastTransitionTime=stamp))
