@@ -87,15 +87,10 @@ def _pod_body() -> dict[str, Any]:
     }
 
 
-def _child_events(kube: api.Client, namespace: str, uid: str) -> list[dict[str, Any]]:
-    return kube.list(f"/api/v1/namespaces/{namespace}/events",
-                     query={"fieldSelector": f"involvedObject.uid={uid},reason={child_kills.REASON}"})
-
-
-def test_agent_posts_the_event_and_resumes_from_its_state(
-    kubelet_cgroups: kernel.KubeletCgroups, kube: api.Client, kubeconfig: str, namespace: str,
-    tmp_path: pathlib.Path,
-) -> None:
+def running_pod_with_cgroup(kube: api.Client, kubelet_cgroups: kernel.KubeletCgroups,
+                            namespace: str) -> tuple[str, str, pathlib.Path]:
+    """Pod worker-0 running under kwok, with a kubelet-shaped cgroup of its own whose container ID
+    the pod status carries, as a kubelet would write it. Returns (pod UID, container ID, cgroup)."""
     pods = api.namespaced(group="", version="v1", plural="pods", namespace=namespace)
     kube.create(pods, _pod_body())
     running = wait_for(lambda: (b := kube.get(f"{pods}/worker-0")).get("status", {}).get("phase") == "Running" and b,
@@ -106,6 +101,20 @@ def test_agent_posts_the_event_and_resumes_from_its_state(
     statuses = running["status"]["containerStatuses"]
     statuses[0]["containerID"] = f"containerd://{container_id}"
     kube.merge_patch(f"{pods}/worker-0/status", {"status": {"containerStatuses": statuses}})
+    return uid, container_id, container
+
+
+def _child_events(kube: api.Client, namespace: str, uid: str) -> list[dict[str, Any]]:
+    return kube.list(f"/api/v1/namespaces/{namespace}/events",
+                     query={"fieldSelector": f"involvedObject.uid={uid},reason={child_kills.REASON}"})
+
+
+def test_agent_posts_the_event_and_resumes_from_its_state(
+    kubelet_cgroups: kernel.KubeletCgroups, kube: api.Client, kubeconfig: str, namespace: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    pods = api.namespaced(group="", version="v1", plural="pods", namespace=namespace)
+    uid, container_id, container = running_pod_with_cgroup(kube, kubelet_cgroups, namespace)
 
     agent = AgentProcess(kubeconfig=kubeconfig, cgroup_root=kubelet_cgroups.root, state_dir=tmp_path / "state",
                          log=tmp_path / "agent.log")

@@ -15,7 +15,7 @@ import pytest
 from oomtuner.lab import inject
 from oomtuner.kube import api
 from tests.agent import kernel
-from tests.agent.test_agent_lab import LIMIT, AgentProcess, _pod_body
+from tests.agent.test_agent_lab import AgentProcess, running_pod_with_cgroup
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, core_v1, operator  # noqa: F401
 
@@ -27,15 +27,7 @@ def test_child_process_kill_becomes_a_recommendation_counted_once(
     operator: OperatorProcess, namespace: str, tmp_path: pathlib.Path,  # noqa: F811
 ) -> None:
     pods = api.namespaced(group="", version="v1", plural="pods", namespace=namespace)
-    kube.create(pods, _pod_body())
-    running = kit.wait_for(lambda: (b := kube.get(f"{pods}/worker-0")).get("status", {}).get("phase") == "Running" and b,
-                           timeout=60, what="kwok to run the pod")
-    uid = running["metadata"]["uid"]
-    _, pod_dir = kubelet_cgroups.pod(uid=uid, limit=2 * LIMIT)
-    container_id, container = kubelet_cgroups.container(pod_dir, limit=LIMIT)
-    statuses = running["status"]["containerStatuses"]
-    statuses[0]["containerID"] = f"containerd://{container_id}"
-    kube.merge_patch(f"{pods}/worker-0/status", {"status": {"containerStatuses": statuses}})
+    _, _, container = running_pod_with_cgroup(kube, kubelet_cgroups, namespace)
 
     agent = AgentProcess(kubeconfig=kubeconfig, cgroup_root=kubelet_cgroups.root, state_dir=tmp_path / "state",
                          log=tmp_path / "agent.log")
