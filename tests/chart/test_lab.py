@@ -478,7 +478,8 @@ def test_operator_with_the_chart_token_passes_the_auto_scenario(
         new_pods = kit.wait_for(rolled_out, timeout=90, what="the rollout to 384Mi")
         rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("phase") == "Applied")
         assert rec["status"]["appliedAt"] and rec["status"]["totalKills"] == 1
-        assert kit.events_for(kube, namespace, reason="OOMKillDetected", name="web")
+        kit.wait_for(lambda: kit.events_for(kube, namespace, reason="OOMKillDetected", name="web"), what="OOMKillDetected")
+        kit.wait_for(lambda: kit.events_for(kube, namespace, reason="ResourcesPatched", name="web"), what="ResourcesPatched")
         assert len(kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")) == 1
 
         # A second kill inside the cooldown is recorded but not patched again.

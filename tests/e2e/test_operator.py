@@ -74,7 +74,8 @@ def test_recommend_mode_explains_the_kill_and_leaves_the_workload(kube: api.Clie
     assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "256Mi"
     detected = kit.wait_for(lambda: kit.events_for(kube, namespace, reason="OOMKillDetected", name="web"), what="OOMKillDetected event")
     assert "oom_score_adj" in detected[0]["message"] and detected[0]["type"] == "Warning"
-    assert kit.events_for(kube, namespace, reason="RecommendationUpdated", name="deployment-web")
+    kit.wait_for(lambda: kit.events_for(kube, namespace, reason="RecommendationUpdated", name="deployment-web"),
+                 what="a RecommendationUpdated event")
     # The pod was never written to by the operator.
     fresh = kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
     assert not any(k.startswith("kopf") for k in (fresh["metadata"].get("annotations") or {}))
@@ -102,7 +103,7 @@ def test_auto_mode_patches_rolls_out_and_respects_the_cooldown(kube: api.Client,
     new_pods = kit.wait_for(rolled_out, timeout=90, what="new pods with 384Mi to run")
     rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("phase") == "Applied")
     assert rec["status"]["appliedAt"]
-    assert kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")
+    kit.wait_for(lambda: kit.events_for(kube, namespace, reason="ResourcesPatched", name="web"), what="a ResourcesPatched event")
 
     # A second kill inside the cooldown is recorded, but does not patch again.
     _kill(core_v1, namespace, new_pods[0])
@@ -328,7 +329,9 @@ def test_a_patch_held_back_by_the_cooldown_is_applied_when_it_ends(kube: api.Cli
     # No further kill: the held-back patch goes out once the cooldown has passed.
     kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "576Mi",
                  timeout=30, what="the held-back patch after the cooldown")
-    patched = kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")
+    # Events go out from their own threads: wait for the second one.
+    patched = kit.wait_for(lambda: (found := kit.events_for(kube, namespace, reason="ResourcesPatched", name="web"))
+                           and len(found) >= 2 and found, what="the second ResourcesPatched event")
     assert len(patched) == 2 and any("after the cooldown" in e["message"] for e in patched)
 
 
