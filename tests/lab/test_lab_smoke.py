@@ -154,7 +154,9 @@ def test_lab_runs_pods_and_takes_oom_kills(api_client: Any, namespace: str) -> N
     time.sleep(5)  # kwok must not put the old status back
     check(raw(core.read_namespaced_pod, name, namespace)["status"])
 
-    node = pod["spec"]["nodeName"]
+    # On a node name no pod runs on: a SystemOOM on a real lab node would make every test's kill on
+    # that node within the operator's window a Node kill (the lab and its events outlive this run).
+    node = f"smoke-{namespace}"
     event = inject.system_oom(core, node=node, victim_pid=1234, process_name="memhog")
     events = raw(
         core.list_namespaced_event,
