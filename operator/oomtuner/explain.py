@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence, TextIO
 import yaml
 
 from oomtuner.api import core, policy, types
-from oomtuner.domain import classify, kills, qos, quantity, recommend, timestamps, workload
+from oomtuner.domain import classify, kills, policies, qos, quantity, recommend, timestamps, workload
 
 
 class InputError(ValueError):
@@ -96,13 +96,9 @@ def load_policy(path: str) -> policy.OOMPolicy:
         parsed = policy.parse(docs[0], source=source)
     except policy.InvalidPolicy as exc:
         raise InputError(str(exc)) from None
-    mem = parsed.spec.memory
-    for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
-        if value is not None:
-            try:
-                quantity.parse_bytes(value)
-            except quantity.QuantityError as exc:
-                raise InputError(f"{source}: {field}: {exc}") from None
+    found = policies.problem(parsed)
+    if found:
+        raise InputError(f"{source}: {found}")
     return parsed
 
 

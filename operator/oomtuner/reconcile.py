@@ -29,6 +29,7 @@ from oomtuner.domain import (
     kills,
     ledger,
     patch,
+    policies,
     quantity,
     recommend,
     selection,
@@ -264,7 +265,8 @@ class Operator:
         parsed: policy.OOMPolicy | None = None
         try:
             parsed = policy.parse(body, source=f"OOMPolicy {namespace}/{name}")
-            problem = _semantic_problem(parsed)
+            found = policies.problem(parsed)
+            problem = f"OOMPolicy {namespace}/{name}: {found}" if found else None
         except policy.InvalidPolicy as exc:
             problem = str(exc)
         if problem is not None or parsed is None:
@@ -810,27 +812,6 @@ def _kill_message(item: ledger.Classified) -> str:
         f"{' at ' + timestamps.format(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
         f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
     )
-
-
-def _semantic_problem(parsed: policy.OOMPolicy) -> str | None:
-    """What the schema cannot check: quantities and durations that parse but make no sense."""
-    name = f"OOMPolicy {parsed.metadata.namespace}/{parsed.metadata.name}"
-    mem = parsed.spec.memory
-    for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
-        if value is None:
-            continue
-        try:
-            amount = quantity.parse_bytes(value)
-        except quantity.QuantityError as exc:
-            return f"{name}: {field}: {exc}"
-        if field.endswith("maxLimit") and amount <= 0:
-            return f"{name}: {field}: must be more than 0"
-    for field, text in (("spec.cooldown", parsed.spec.cooldown), ("spec.prometheus.lookback", parsed.spec.prometheus.lookback)):
-        try:
-            duration.parse(text)
-        except duration.DurationError as exc:
-            return f"{name}: {field}: {exc}"
-    return None
 
 
 def _same_policy_status(old: Mapping[str, Any], new: policy.OOMPolicyStatus) -> bool:

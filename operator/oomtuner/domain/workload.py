@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from oomtuner.api import core, recommendation, types
-from oomtuner.domain import patch, quantity, recommend
+from oomtuner.domain import patch, recommend, resources
 
 
 @dataclass(frozen=True)
@@ -45,32 +45,21 @@ class Workload:
         return containers_of(self.template)
 
 
-def _memory(values: Mapping[str, Any] | None) -> int | None:
-    raw = (values or {}).get("memory")
-    if raw is None:
-        return None
-    try:
-        return quantity.parse_bytes(raw)
-    except quantity.QuantityError:
-        return None
-
-
 def containers_of(pod: core.Pod) -> list[recommend.ContainerResources]:
+    """Init containers and sidecars first, then regular ones, with their memory in bytes."""
     result: list[recommend.ContainerResources] = []
-    spec = pod.spec
-    for c in spec.initContainers or []:
-        kind = types.ContainerType.SIDECAR if c.restartPolicy == "Always" else types.ContainerType.INIT
+    for c in pod.spec.initContainers:
+        kind = types.ContainerType.SIDECAR if resources.is_sidecar(c) else types.ContainerType.INIT
         result.append(_resources(c, kind))
-    for c in spec.containers or []:
+    for c in pod.spec.containers:
         result.append(_resources(c, types.ContainerType.CONTAINER))
     return result
 
 
 def _resources(c: core.Container, kind: types.ContainerType) -> recommend.ContainerResources:
-    res = c.resources
-    requests = res.requests if res is not None else None
-    limits = res.limits if res is not None else None
-    return recommend.ContainerResources(name=c.name, type=kind, request=_memory(requests), limit=_memory(limits))
+    return recommend.ContainerResources(
+        name=c.name, type=kind, request=resources.bytes_of(c.resources.requests), limit=resources.bytes_of(c.resources.limits)
+    )
 
 
 def _template_of(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,0 +1,29 @@
+"""What an OOMPolicy's schema cannot check: quantities and durations that parse but make no sense.
+
+The operator (an `Invalid` condition) and `oomtuner explain --policy` (exit 2) ask the same question.
+"""
+
+from __future__ import annotations
+
+from oomtuner.api import policy
+from oomtuner.domain import duration, quantity
+
+
+def problem(parsed: policy.OOMPolicy) -> str | None:
+    """`field: what is wrong` for the first problem found, or None."""
+    mem = parsed.spec.memory
+    for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
+        if value is None:
+            continue
+        try:
+            amount = quantity.parse_bytes(value)
+        except quantity.QuantityError as exc:
+            return f"{field}: {exc}"
+        if field.endswith("maxLimit") and amount <= 0:
+            return f"{field}: must be more than 0"
+    for field, text in (("spec.cooldown", parsed.spec.cooldown), ("spec.prometheus.lookback", parsed.spec.prometheus.lookback)):
+        try:
+            duration.parse(text)
+        except duration.DurationError as exc:
+            return f"{field}: {exc}"
+    return None
