@@ -137,6 +137,7 @@ def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPol
                         "classification": v[0].value,
                         "limitAtKill": k.limit_at_kill,
                         "reason": v[1],
+                        "culprit": _culprit(v[0]),
                     }
                     for k, v in zip(mine, verdicts)
                 ],
@@ -150,6 +151,18 @@ def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPol
         "qosClass": qos.effective_qos_class(pod).value,
         "containers": containers,
     }
+
+
+# Offline there is no usage history, so a Node kill's culprit is never named; the reason says so.
+_OFFLINE = classify.no_culprit("no usage data: explain reads no Prometheus")
+
+
+def _culprit(classification: types.Classification) -> dict[str, Any] | None:
+    """A Node kill's `culprit`, shaped as in the recommendation's kill records (memory in bytes);
+    None for other kills."""
+    if classification != types.Classification.NODE:
+        return None
+    return {"namespace": None, "pod": None, "container": None, "usage": None, "request": None, "reason": _OFFLINE.reason}
 
 
 def explain(pods: Sequence[core.Pod], *, node_memory: int | None, chosen: policy.OOMPolicy | None) -> dict[str, Any]:
@@ -189,6 +202,8 @@ def render_table(result: dict[str, Any]) -> str:
         for c in pod["containers"]:
             for k in c["kills"]:
                 lines.append(f"  - {c['name']}: killed {k['at'] or 'at an unknown time'} (restart {k['restartCount']}): {k['classification']}: {k['reason']}")
+                if k.get("culprit"):
+                    lines.append(f"    {k['culprit']['reason']}")
             if c["recommendation"]:
                 lines.append(f"  → {c['name']}: {c['recommendation']['reason']}")
         lines.append("")

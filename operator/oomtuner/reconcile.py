@@ -31,6 +31,7 @@ from oomtuner.domain import (
     patch,
     policies,
     quantity,
+    quota,
     recommend,
     selection,
     timestamps,
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 SEEN_CAPACITY = 200_000
 LIMIT_RANGE_TTL = 30.0  # seconds
+# ResourceQuota usage moves with every pod, so quotas are read again sooner than LimitRanges.
+RESOURCE_QUOTA_TTL = 10.0  # seconds
+QUOTA_WARNINGS = 1_000  # distinct quota warnings remembered, so each is logged once
 RECOMMENDATION_CACHE = 20_000
 NODE_OOM_MEMORY = 64
 
@@ -99,7 +103,8 @@ class Operator:
         self.settings = settings
         self.clock = clock
         # Usage history (Prometheus, or Disabled without a URL). Its queries block, bounded by a
-        # timeout and a circuit breaker; they run in the worker thread of the handler, like API calls.
+        # timeout and a circuit breaker; they run in the worker thread of the handler, like API calls
+        # (the culprit of a node OOM: in a culprit thread, below).
         self.usage = usage if usage is not None else prom_usage.from_settings(settings)
         self.nodes: dict[str, NodeInfo] = {}
         self.node_ooms: dict[str, collections.deque[classify.NodeOOM]] = {}
@@ -111,10 +116,15 @@ class Operator:
         self._guard = threading.Lock()
         self._phases: dict[str, types.Phase] = {}
         self._limit_ranges: dict[str, tuple[float, int | None]] = {}
+        self._resource_quotas: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._quota_warnings: set[str] = set()  # logged once each
         self._pending: dict[str, list[kills.OOMKill]] = collections.defaultdict(list)
         self._recs: dict[str, recommendation.OOMRecommendation] = {}
         # Events go out from a few threads of their own: best effort, and never on a workload's lock.
         self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="oomtuner-events")
+        # The likely culprits of node OOMs are looked up (pods on the node, Prometheus) in threads of
+        # their own, after the kill is recorded: a Node kill's event waits for its culprit, nothing else does.
+        self._culprit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="oomtuner-culprits")
         # Auto-mode patches held back by a cooldown: recommendation key → when it ends.
         self._deferred: dict[str, datetime.datetime] = {}
         # Recently recorded kills not classified Node, for a SystemOOM that arrives after them.
@@ -227,9 +237,11 @@ class Operator:
             mode = selection.effective_mode(chosen, default=self.settings.default_mode)
             count = [0]
             usage_histories: list[prom_usage.History] = []
+            places: dict[str, tuple[str, datetime.datetime | None]] = {}  # Node kills now, for their culprit
 
             def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
                 count[0] = 0
+                places.clear()
                 for record in obj.status.kills:
                     if record.id not in identities:
                         continue
@@ -237,6 +249,8 @@ class Operator:
                     if again.classification != record.classification:
                         record.classification, record.reason = again.classification, again.reason
                         count[0] += 1
+                        if again.classification == types.Classification.NODE and record.node:
+                            places[record.id] = (record.node, timestamps.parse(record.at))
                 if not count[0]:
                     return None
                 now = self.clock()
@@ -247,6 +261,8 @@ class Operator:
                 return obj
 
             rec = self._write_status(rec, mutate)
+        if places:
+            self._culprit_pool.submit(self._blame, key=key, places=dict(places))
         if count[0]:
             logger.info("%s: %d kill(s) reclassified after a node OOM", key, count[0])
         return count[0]
@@ -380,7 +396,7 @@ class Operator:
         classified = [self._classify(k) for k in fresh]
         now = self.clock()
         if mode == types.Mode.OBSERVE:
-            self._announce_kills(target, classified)
+            self._announce_and_blame(target, classified, key=None)
             return len(classified)
         name = recommendation.name_for(kind=target.kind, name=target.name)
         rec = self._recs.get(f"{target.namespace}/{name}") or store.ensure_recommendation(
@@ -411,7 +427,7 @@ class Operator:
                 if item.kill.node and item.kill.at and item.classification != types.Classification.NODE:
                     self._recent.append(RecentKill(node=item.kill.node, at=item.kill.at,
                                                    key=f"{target.namespace}/{name}", identity=item.kill.identity))
-        self._announce_kills(target, added)
+        self._announce_and_blame(target, added, key=f"{target.namespace}/{name}")
         for item in added:
             if item.kill.at is not None:
                 metrics.DETECTION_LATENCY.observe(max(0.0, (self.clock() - item.kill.at).total_seconds()))
@@ -426,7 +442,7 @@ class Operator:
         return recommend.Caps(
             policy_max_limit=_bytes(settings.maxLimit),
             limit_range_max=self._limit_range_max(target.namespace),
-            quota_headroom=None,
+            quota_headroom=self._quota_headroom(target, settings),
             largest_node_allocatable=max(allocatable) if allocatable else None,
         )
 
@@ -455,6 +471,54 @@ class Operator:
                     if value is not None:
                         found.append(value)
         return min(found) if found else None
+
+    def _quota_headroom(self, target: workload.Workload, settings: policy.MemorySettings) -> int | None:
+        """How much the workload's containers' limits may grow within the namespace's ResourceQuotas,
+        their free room shared by the workload's pods (`domain.quota`); None when no quota bounds it
+        or the quotas cannot be read."""
+        bodies = self._resource_quota_bodies(target.namespace)
+        if not bodies:
+            return None
+        # Only a DaemonSet whose controller has not counted its nodes yet has no replicas: assume a
+        # pod on every node known here.
+        pods = target.replicas if target.replicas is not None else max(len(self.nodes), 1)
+        room = quota.headroom(bodies, pods=pods, template=target.template, admitted=target.kind == "Pod")
+        for problem in room.skipped:
+            self._warn_once(problem)
+        for bound in (room.limits, room.requests):
+            if bound is not None:
+                logger.debug("%s %s/%s: %s", target.kind, target.namespace, target.name, bound)
+        return quota.limit_headroom(room, containers=target.containers(), request_policy=settings.requestPolicy)
+
+    def _resource_quota_bodies(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's ResourceQuotas, listed at most every RESOURCE_QUOTA_TTL per namespace: a
+        burst of kills lists them once, a changed quota is seen after the TTL. [] when the list fails
+        (no RBAC for it, any API error): the recommendation is then not capped by quota."""
+        now = time.monotonic()
+        cached = self._resource_quotas.get(namespace)
+        if cached is not None and now - cached[0] < RESOURCE_QUOTA_TTL:
+            return cached[1]
+        bodies: list[dict[str, Any]] = []
+        try:
+            bodies = self.client.list(api.namespaced(group="", version="v1", plural="resourcequotas", namespace=namespace))
+        except api.ApiError as exc:
+            # Missing permissions are the same everywhere: said once, not once per namespace.
+            key = f"list {exc.status}" if exc.status in (401, 403) else f"list {namespace} {exc.status}"
+            self._warn_once(f"cannot list ResourceQuotas in {namespace}: {exc}; recommendations are not capped "
+                            "by ResourceQuota headroom where they cannot be read", key=key)
+        self._resource_quotas[namespace] = (now, bodies)
+        return bodies
+
+    def _warn_once(self, message: str, *, key: str | None = None) -> None:
+        """Log a warning about quotas the first time (per `key`, the message by default); debug after."""
+        key = key or message
+        if key in self._quota_warnings:
+            logger.debug("%s", message)
+            return
+        if len(self._quota_warnings) >= QUOTA_WARNINGS:
+            self._quota_warnings.clear()
+        self._quota_warnings.add(key)
+        logger.warning("%s", message)
 
     def _usage_history(
         self,
@@ -574,10 +638,12 @@ class Operator:
         return {"apiVersion": target.api_version, "kind": target.kind, "name": target.name,
                 "namespace": target.namespace, "uid": target.uid}
 
-    def _announce_kills(self, target: workload.Workload, items: list[ledger.Classified]) -> None:
+    def _announce_kills(self, target: workload.Workload, items: list[ledger.Classified],
+                        culprits: Mapping[str, classify.CulpritFinding] | None = None) -> None:
         """Count, log and post the kills: one event per container and class, naming every kill
         (a burst of a hundred replicas makes one event with the count, as the kubelet's recorder
-        aggregates its own)."""
+        aggregates its own), and the likely culprits of Node kills when `culprits` (by kill identity)
+        has them."""
         groups: dict[tuple[str, types.Classification], list[ledger.Classified]] = {}
         for item in items:
             metrics.OOM_KILLS.labels(
@@ -595,6 +661,11 @@ class Operator:
                 shown = "; ".join(messages[:3])
                 more = f"; and {len(messages) - 3} more" if len(messages) > 3 else ""
                 text = f"{len(messages)} OOM kills: {shown}{more}"
+            found = (culprits or {}).get
+            notes = list(dict.fromkeys(f.reason for f in (found(item.kill.identity) for item in group) if f is not None))
+            if notes:
+                logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, "; ".join(notes))
+                text = f"{text}; {'; '.join(notes)}"
             self._post(events.build(involved=self._involved(target), reason=events.Reason.OOM_KILL_DETECTED,
                                     message=text, now=self.clock()))
 
@@ -624,6 +695,85 @@ class Operator:
             if phase is not None:
                 self._phases[key] = phase
                 metrics.RECOMMENDATIONS.labels(phase=phase.value).inc()
+
+    # ---- the likely culprit of a node OOM ------------------------------------------------------
+
+    def _announce_and_blame(self, target: workload.Workload, items: list[ledger.Classified], *, key: str | None) -> None:
+        """Announce kills. A Node kill's announcement waits for the likely culprit on its node, looked
+        up in a culprit thread (it reads the node's pods and asks Prometheus), which then also writes
+        it into the kill records of the recommendation `key` (None: there is none, mode Observe).
+        Other kills are announced at once and cost nothing more."""
+        blamed = [i for i in items if i.classification == types.Classification.NODE and i.kill.node]
+        ids = {i.kill.identity for i in blamed}
+        rest = [i for i in items if i.kill.identity not in ids]
+        if rest:
+            self._announce_kills(target, rest)
+        if blamed:
+            places = {i.kill.identity: (i.kill.node or "", i.kill.at) for i in blamed}
+            self._culprit_pool.submit(self._blame, key=key, places=places, announce=(target, blamed))
+
+    def _blame(
+        self,
+        *,
+        key: str | None,
+        places: Mapping[str, tuple[str, datetime.datetime | None]],
+        announce: tuple[workload.Workload, list[ledger.Classified]] | None = None,
+    ) -> None:
+        """Find the culprit of each Node kill (by identity: its node and time), post the kills'
+        event when `announce` has them, and note the culprits in the recommendation `key`.
+        Runs in a culprit thread: logs what goes wrong, never raises."""
+        findings: dict[str, classify.CulpritFinding] = {}
+        asked: dict[tuple[str, datetime.datetime | None], classify.CulpritFinding] = {}
+        for identity, place in places.items():
+            if place not in asked:
+                asked[place] = self._culprit(*place)
+            findings[identity] = asked[place]
+        try:
+            if announce is not None:
+                self._announce_kills(*announce, culprits=findings)
+            if key is not None:
+                self._note_culprits(key, findings)
+        except Exception:  # the culprit is evidence; losing it must not cost more
+            logger.exception("announcing or writing the culprits of node OOM kills (%s) failed", key or "no recommendation")
+
+    def _culprit(self, node: str, at: datetime.datetime | None) -> classify.CulpritFinding:
+        """The likely culprit of a node OOM on `node` at `at` (now when unknown); never raises."""
+        try:
+            # Without Prometheus nothing is measured: the node's pods need not be read.
+            pods = [] if isinstance(self.usage, prom_usage.Disabled) else owners.pods_on_node(
+                self.client, node=node, namespaces=self.settings.namespaces)
+            query = prom_usage.NodeQuery(
+                node=node, pods=tuple((p.metadata.namespace or "", p.metadata.name) for p in pods), at=at or self.clock()
+            )
+            answer = self.usage.node_usage(query)
+            if not answer.ok:
+                return classify.no_culprit(f"no usage data: {answer.message}")
+            return classify.culprit_on_node(pods, node=node, node_memory_capacity=self.node_capacity(node),
+                                            usage=answer.usage, basis=answer.message)
+        except Exception as exc:  # noqa: BLE001 - an API error or a bug: the kill is recorded anyway
+            logger.warning("looking up the culprit of the node OOM on %s failed: %s", node, exc)
+            return classify.no_culprit(f"the lookup failed: {exc}")
+
+    def _note_culprits(self, key: str, findings: Mapping[str, classify.CulpritFinding]) -> None:
+        """Write the culprits into the kill records they belong to (those still classified Node)."""
+        namespace, name = key.split("/", 1)
+        with self._locks[key]:
+            rec = self._recs.get(key) or store.get_recommendation(self.client, namespace=namespace, name=name)
+            if rec is None:
+                return
+
+            def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation | None:
+                changed = False
+                for record in obj.status.kills:
+                    found = findings.get(record.id)
+                    if found is None or record.classification != types.Classification.NODE:
+                        continue
+                    culprit = ledger.culprit_record(found)
+                    if record.culprit != culprit:
+                        record.culprit, changed = culprit, True
+                return obj if changed else None
+
+            self._write_status(rec, mutate)
 
     # ---- applying ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from oomtuner.domain import quantity
 from oomtuner.kube import api
 from oomtuner.lab import inject
 from tests.e2e import kit
@@ -214,6 +215,11 @@ def _node_oom_scenario(kube: api.Client, core_v1: Any, namespace: str, node_name
     worker = _container_status(rec, "worker")
     assert worker["classification"] == "Node"
     assert worker["recommended"]["request"] is not None and worker["recommended"]["limit"] is not None
+    # This operator has no Prometheus: no culprit is named, and the kill record says why.
+    rec = kit.wait_recommendation(kube, namespace, "deployment-batch", lambda r: r["status"]["kills"][0].get("culprit"),
+                                  what="the kill's culprit")
+    assert rec["status"]["kills"][0]["culprit"] == {
+        "reason": "no culprit named: no usage data: no Prometheus is configured (OOMTUNER_PROMETHEUS_URL)"}
 
 
 def test_policy_that_slips_past_the_schema_gets_an_invalid_condition(kube: api.Client, operator: OperatorProcess, namespace: str) -> None:
@@ -262,6 +268,41 @@ def test_cap_gives_capped_and_a_warning(kube: api.Client, core_v1: Any, operator
     # The capped value is still an improvement, so Auto applies it.
     kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "300Mi",
                  what="the capped limit to be applied")
+
+
+def _quota(kube: api.Client, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    kube.create(f"/api/v1/namespaces/{namespace}/resourcequotas",
+                {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": spec})
+
+
+def _quota_used(kube: api.Client, namespace: str, name: str, resource: str) -> int | None:
+    used = (kube.get(f"/api/v1/namespaces/{namespace}/resourcequotas/{name}").get("status") or {}).get("used") or {}
+    return quantity.parse_bytes(used[resource]) if resource in used else None
+
+
+def test_resource_quota_headroom_caps_the_recommendation(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _quota(kube, namespace, "memory", {"hard": {"limits.memory": "300Mi"}})
+    # Charged only for pods with a deadline: the Deployment's pods are not, so its lack of room must not count.
+    _quota(kube, namespace, "deadlines", {"hard": {"limits.memory": "1Mi"}, "scopes": ["Terminating"]})
+    # The API server refuses pods until the resourcequota controller has synced the quotas.
+    for name in ("memory", "deadlines"):
+        kit.wait_for(lambda name=name: _quota_used(kube, namespace, name, "limits.memory") == 0, what=f"quota {name} synced")
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    kit.wait_for(lambda: _quota_used(kube, namespace, "memory", "limits.memory") == 256 * MI,
+                 what="the quota to count the pod's 256Mi")
+    _kill(core_v1, namespace, pod)
+
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    app = _container_status(rec)
+    # 256Mi × 1.5 = 384Mi does not fit: 300Mi − 256Mi leaves 44Mi for the one pod
+    assert app["phase"] == "Capped" and rec["status"]["phase"] == "Capped"
+    assert app["cappedBy"] == "ResourceQuota headroom 44Mi" and "capped by ResourceQuota headroom 44Mi" in app["reason"]
+    assert app["recommended"]["limit"] == "300Mi" and app["recommended"]["request"] == "150Mi"  # KeepRatio
+    capped = kit.wait_for(lambda: kit.events_for(kube, namespace, reason="RecommendationCapped", name="web"),
+                          what="a RecommendationCapped event on the workload")
+    assert "ResourceQuota headroom 44Mi" in capped[0]["message"]
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "256Mi"
 
 
 def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:

@@ -206,6 +206,58 @@ def test_usage_history_sets_the_limit_the_request_and_the_node_request(
             kube.delete(f"/api/v1/nodes/{node}")
 
 
+def test_a_node_oom_names_the_likely_culprit_on_the_node(
+    kube: api.Client, core_v1: Any, prom_operator: OperatorProcess, prometheus: lab_prometheus.Server,
+    exporter: lab_exporter.Exporter, namespace: str,
+) -> None:
+    node = kit.dedicated_node(kube, f"{namespace}-node")
+    if node is None:
+        pytest.skip("needs a node of the test's own (the lab's kwok): other pods on a shared node could be the culprit")
+    try:
+        # Three pods on the node, each requesting 128Mi: `hog` uses 1Gi, the others 100Mi.
+        for name in ("victim", "late", "hog"):
+            kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.on_node(kit.deployment(name), node))
+        victim, late, hog = (_pod(kube, namespace, name) for name in ("victim", "late", "hog"))
+        start = time.time() - 60
+        for pod, value in ((victim, 100 * MI), (late, 100 * MI), (hog, 1024 * MI)):
+            exporter.traces.set(lab_exporter.Trace.constant(namespace=namespace, pod=pod, container="app", value=value, start=start))
+        kit.wait_for(lambda: len(prometheus.query(f'container_memory_working_set_bytes{{namespace="{namespace}"}}')) == 3,
+                     what="Prometheus to scrape the three traces")
+        time.sleep(1.5)  # a scrape before the kill's second
+        at = kit.utc()
+
+        def culprit_named(rec: dict[str, Any]) -> bool:
+            return bool((((rec.get("status") or {}).get("kills") or [{}])[0].get("culprit") or {}).get("pod"))
+
+        # 1. `late` is killed before the node's SystemOOM is seen: Limit, no culprit. The SystemOOM
+        #    reclassifies it Node, and its culprit is looked up then.
+        _kill(core_v1, namespace, late, at=at)
+        rec = kit.wait_recommendation(kube, namespace, "deployment-late", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+        assert rec["status"]["kills"][0]["classification"] == "Limit" and "culprit" not in rec["status"]["kills"][0]
+        inject.system_oom(core_v1, node=node, process_name="app", at=at)
+        rec = kit.wait_recommendation(kube, namespace, "deployment-late", culprit_named, what="late's culprit")
+        kill = rec["status"]["kills"][0]
+        assert kill["classification"] == "Node"
+        assert {k: kill["culprit"].get(k) for k in ("namespace", "pod", "container", "usage", "request")} == {
+            "namespace": namespace, "pod": hog, "container": "app", "usage": "1Gi", "request": "128Mi"}
+        assert kill["culprit"]["reason"].startswith(f"likely culprit: {namespace}/{hog}/app uses 1Gi, 896Mi above its request (128Mi)")
+
+        # 2. `victim` is killed after the SystemOOM was seen: Node at once, and its Warning event waits
+        #    for the culprit and names it.
+        time.sleep(1)
+        _kill(core_v1, namespace, victim, at=at)
+        rec = kit.wait_recommendation(kube, namespace, "deployment-victim", culprit_named, what="victim's culprit")
+        kill = rec["status"]["kills"][0]
+        assert kill["classification"] == "Node" and kill["culprit"]["pod"] == hog
+        assert "peak working set over the 5m up to the kill, from Prometheus" in kill["culprit"]["reason"]
+        (event,) = kit.wait_for(lambda: kit.events_for(kube, namespace, reason="OOMKillDetected", name="victim"),
+                                what="victim's OOMKillDetected event")
+        assert event["type"] == "Warning" and ": Node (node ran out of memory: SystemOOM" in event["message"]
+        assert f"; likely culprit: {namespace}/{hog}/app uses 1Gi" in event["message"], event["message"]
+    finally:
+        kube.delete(f"/api/v1/nodes/{node}")
+
+
 def test_a_leak_trace_gives_suspected_leak_and_a_step_does_not(
     kube: api.Client, core_v1: Any, prom_operator: OperatorProcess, prometheus: lab_prometheus.Server,
     exporter: lab_exporter.Exporter, namespace: str,

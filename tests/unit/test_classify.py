@@ -230,3 +230,36 @@ def test_culprit_ties_are_deterministic() -> None:
     first = classify.likely_culprit([candidate("b", 2 * GI, GI), candidate("a", 2 * GI, GI)])
     second = classify.likely_culprit([candidate("a", 2 * GI, GI), candidate("b", 2 * GI, GI)])
     assert first == second and first is not None and first.pod == "a"
+
+
+def pod(name: str, request: str | None, *, namespace: str = "shop", containers: tuple[str, ...] = ("app",)) -> core.Pod:
+    resources = {"requests": {"memory": request}} if request else {}
+    return core.parse_pod({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "spec": {"nodeName": "node-a", "containers": [{"name": c, "resources": resources} for c in containers]},
+    })
+
+
+def test_the_culprit_on_a_node_comes_from_usage_and_the_pod_specs() -> None:
+    pods = [pod("victim", "128Mi"), pod("hog", "128Mi", containers=("app", "side")), pod("idle", None, namespace="ops")]
+    usage = {("shop", "victim", "app"): 100 * MI, ("shop", "hog", "app"): GI, ("shop", "hog", "side"): 10 * MI,
+             ("ops", "idle", "app"): 200 * MI, ("ops", "gone", "app"): 4 * GI}  # not on the node any more
+    found = classify.culprit_on_node(pods, node="node-a", node_memory_capacity=16 * GI, usage=usage, basis="from Prometheus")
+    assert found.culprit is not None and (found.culprit.namespace, found.culprit.pod, found.culprit.container) == ("shop", "hog", "app")
+    assert (found.culprit.usage_bytes, found.culprit.request_bytes) == (GI, 128 * MI)
+    assert found.reason == "likely culprit: shop/hog/app uses 1Gi, 896Mi above its request (128Mi); from Prometheus"
+
+
+def test_no_culprit_on_a_node_says_why() -> None:
+    pods = [pod("a", "1Gi"), pod("b", "1Gi")]
+    within = classify.culprit_on_node(pods, node="node-a", node_memory_capacity=16 * GI,
+                                      usage={("shop", "a", "app"): 500 * MI}, basis="from Prometheus")
+    assert within.culprit is None and within.reason.startswith("no culprit named: none of the 1 measured container(s) on node node-a")
+    assert classify.culprit_on_node(pods, node="node-a", node_memory_capacity=16 * GI, usage={}, basis="x").reason \
+        == "no culprit named: no usage data for the pods on node node-a"
+    elsewhere = classify.culprit_on_node(pods, node="node-a", node_memory_capacity=16 * GI,
+                                         usage={("other", "a", "app"): GI}, basis="x")
+    assert elsewhere.reason == "no culprit named: no usage data for the containers of the 2 pod(s) on node node-a"
+    unknown = classify.culprit_on_node(pods, node="node-a", node_memory_capacity=None, usage={("shop", "a", "app"): 2 * GI}, basis="x")
+    assert unknown.culprit is None and "capacity of node node-a is unknown" in unknown.reason
+    assert classify.no_culprit("no usage data: down") == classify.CulpritFinding(None, "no culprit named: no usage data: down")

@@ -69,6 +69,7 @@ def test_json_contract(tmp_path: pathlib.Path) -> None:
     kill = app["kills"][0]
     assert {k: kill[k] for k in ("at", "restartCount", "exitCode", "classification", "limitAtKill")} == {
         "at": "2026-11-26T10:04:59Z", "restartCount": 3, "exitCode": 137, "classification": "Limit", "limitAtKill": 256 * MI}
+    assert kill["culprit"] is None  # only a Node kill has one
     rec = app["recommendation"]
     assert (rec["memoryLimit"], rec["memoryRequest"], rec["phase"]) == (384 * MI, 192 * MI, "Pending")
     assert rec["reason"]
@@ -82,6 +83,9 @@ def test_list_yaml_and_stdin(tmp_path: pathlib.Path) -> None:
     assert [p["name"] for p in pods] == ["a", "b"]
     b_app = next(c for c in pods[1]["containers"] if c["name"] == "app")
     assert b_app["kills"][0]["classification"] == "Node"  # no limit: only the node can kill it
+    # Offline there is no usage: no culprit, and the reason says so, in the status' shape.
+    assert b_app["kills"][0]["culprit"] == {"namespace": None, "pod": None, "container": None, "usage": None, "request": None,
+                                            "reason": "no culprit named: no usage data: explain reads no Prometheus"}
     assert b_app["recommendation"]["memoryRequest"] is not None
     # Without --node-memory a Burstable container's oom_score_adj is unknown.
     assert pods[0]["containers"][1]["oomScoreAdj"] is None
@@ -108,6 +112,9 @@ def test_table_output(tmp_path: pathlib.Path) -> None:
     result = _run(["explain", "-f", _write(tmp_path, "pod.json", _pod()), "--node-memory", "16Gi"])
     assert result.exit_code == 0
     assert "CONTAINER" in result.output and "384Mi" in result.output and "Limit" in result.output
+    assert "culprit" not in result.output
+    node_kill = _run(["explain", "-f", _write(tmp_path, "node.json", _pod(limit=None))])
+    assert "    no culprit named: no usage data: explain reads no Prometheus" in node_kill.output
 
 
 @pytest.mark.parametrize(

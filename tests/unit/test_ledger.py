@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 
 from oomtuner.api import recommendation, types
-from oomtuner.domain import kills, ledger
+from oomtuner.domain import classify, kills, ledger
 
 T0 = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.timezone.utc)
 
@@ -75,3 +75,13 @@ def test_agent_kill_and_status_kill_of_one_restart_count_once() -> None:
     # A status kill long after the agent's is another kill.
     later = _kill(30)
     assert ledger.unseen(ledger.append([], [_classified(child)]), [later]) == [later]
+
+
+def test_a_culprit_finding_becomes_the_kill_records_culprit() -> None:
+    found = classify.Culprit(namespace="ns", pod="hog", container="app", usage_bytes=1 << 30, request_bytes=128 << 20,
+                             excess_bytes=(1 << 30) - (128 << 20))
+    record = ledger.culprit_record(classify.CulpritFinding(culprit=found, reason="likely culprit: ns/hog/app uses 1Gi"))
+    assert record == recommendation.Culprit(namespace="ns", pod="hog", container="app", usage="1Gi", request="128Mi",
+                                            reason="likely culprit: ns/hog/app uses 1Gi")
+    nobody = ledger.culprit_record(classify.no_culprit("no usage data: down"))
+    assert nobody.model_dump(exclude_none=True) == {"reason": "no culprit named: no usage data: down"}

@@ -27,6 +27,7 @@ from oomtuner.domain import kills
 from oomtuner.prom import metrics, usage
 
 MI = 1024 * 1024
+GI = 1024 * MI
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -371,3 +372,59 @@ def test_the_operator_asks_for_the_killed_containers_over_the_policys_lookback()
     history = _operator(broken)._usage_history(target, None, records, now=NOW)
     assert broken.queries[0].lookback == datetime.timedelta(days=7)
     assert history.outcome == usage.Outcome.UNAVAILABLE and "boom" in history.message and history.data_source == "kills"
+
+
+# ---- the culprit of a node OOM: the node's containers around the kill ------------------------------
+
+
+def node_q(*pods: tuple[str, str]) -> usage.NodeQuery:
+    return usage.NodeQuery(node="n1", pods=pods or (("shop", "web-0"), ("shop", "a.b"), ("ops", "agent-x2x4z")), at=NOW)
+
+
+def _node_row(namespace: str, pod: str, container: str, value: str) -> dict[str, Any]:
+    return {"metric": {"namespace": namespace, "pod": pod, "container": container}, "value": [NOW.timestamp(), value]}
+
+
+def test_node_query_reads_the_pods_on_the_node_by_namespace_and_name() -> None:
+    text = usage.node_query(node_q())
+    assert text.count(" or ") == 1  # one term per namespace
+    assert 'namespace="ops",pod=~"agent-x2x4z",container!="",container!="POD"' in text
+    assert 'namespace="shop",pod=~"a\\\\.b|web-0"' in text  # escaped, inside a PromQL string
+    assert text.count("max by (namespace, pod, container) (max_over_time(container_memory_working_set_bytes{") == 2
+    assert "[300s]" in text and "node=" not in text and "instance=" not in text
+
+
+def test_parse_node_usage_keeps_the_asked_pods_and_the_highest_value() -> None:
+    rows = [_node_row("shop", "web-0", "app", "104857600.2"), _node_row("shop", "web-0", "app", "1"),
+            _node_row("ops", "web-0", "app", "999"),  # same name, other namespace: not on the node
+            _node_row("shop", "web-0", "", "5"), _node_row("shop", "a.b", "side", "NaN")]
+    assert usage.parse_node_usage(rows, pods=[("shop", "web-0"), ("shop", "a.b")]) == {("shop", "web-0", "app"): 100 * MI + 1}
+    with pytest.raises(KeyError):
+        usage.parse_node_usage([{"metric": {}}], pods=[])
+
+
+def test_node_usage_from_prometheus_at_the_kill(fake: FakePrometheus) -> None:
+    fake.summary = [_node_row("shop", "web-0", "app", str(GI)), _node_row("ops", "agent-x2x4z", "agent", str(10 * MI))]
+    found = source(fake.url).node_usage(node_q())
+    assert found.ok and found.usage == {("shop", "web-0", "app"): GI, ("ops", "agent-x2x4z", "agent"): 10 * MI}
+    assert found.message == "peak working set over the 5m up to the kill, from Prometheus"
+    ((path, params, _),) = fake.requests
+    assert path == "/api/v1/query" and float(params["time"]) == NOW.timestamp() and params["timeout"] == "1s"
+    fake.summary = []
+    empty = source(fake.url).node_usage(node_q())
+    assert empty.outcome == usage.Outcome.NO_DATA and "for the 3 pod(s) on node n1 in the 5m up to the kill" in empty.message
+    assert source(fake.url).node_usage(usage.NodeQuery(node="n1", pods=(), at=NOW)).outcome == usage.Outcome.NO_DATA
+    assert usage.Disabled().node_usage(node_q()).outcome == usage.Outcome.NOT_CONFIGURED
+
+
+def test_node_usage_goes_through_the_breaker_and_the_failure_counter(fake: FakePrometheus) -> None:
+    fake.status, fake.body = 503, {"status": "error"}
+    src = source(fake.url)
+    before = failures()
+    failed = src.node_usage(node_q())
+    assert failed.outcome == usage.Outcome.UNAVAILABLE and "HTTP Status Code 503" in failed.message
+    assert failures() == before + 1
+    # The breaker is shared with the usage history: neither asks again within the back-off.
+    assert "not queried" in src.node_usage(node_q()).message and "not queried" in src.history(query()).message
+    assert len(fake.requests) == 1 and failures() == before + 1
+

@@ -1,4 +1,4 @@
-"""Typed, lenient models of the built-in objects the operator reads: Pod, Node and Event.
+"""Typed, lenient models of the built-in objects the operator reads: Pod, Node, Event and ResourceQuota.
 
 Bodies arrive from watches as plain dicts. They are parsed here, at the edge, so the domain never reaches
 into nested dicts (STYLE habit 2). The models are deliberately lenient, unlike the models of our own
@@ -13,8 +13,9 @@ custom resources:
 - timestamps become timezone-aware `datetime`s (RFC 3339, "Z" accepted; a naive one is taken as UTC;
   an empty string counts as absent).
 
-Only the fields the operator uses are modelled. `parse_pod`, `parse_node` and `parse_event` raise
-`InvalidObject` with one readable line naming the object and the field, never a raw pydantic dump.
+Only the fields the operator uses are modelled. `parse_pod`, `parse_node`, `parse_event` and
+`parse_resource_quota` raise `InvalidObject` with one readable line naming the object and the field,
+never a raw pydantic dump.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class PodSpec(_Lenient):
     nodeName: str | None = None
     priority: int | None = None
     priorityClassName: str | None = None
+    # Set and >= 0: the pod counts as Terminating for a ResourceQuota's scopes.
+    activeDeadlineSeconds: int | None = None
     containers: list[Container] = pydantic.Field(default_factory=list)
     initContainers: list[Container] = pydantic.Field(default_factory=list)
     ephemeralContainers: list[Container] = pydantic.Field(default_factory=list)
@@ -226,6 +229,37 @@ class Event(_Lenient):
     count: int | None = None
 
 
+class ScopedResourceSelectorRequirement(_Lenient):
+    scopeName: str = ""
+    operator: str = ""
+    values: list[str] = pydantic.Field(default_factory=list)
+
+
+class ScopeSelector(_Lenient):
+    matchExpressions: list[ScopedResourceSelectorRequirement] = pydantic.Field(default_factory=list)
+
+
+class ResourceQuotaSpec(_Lenient):
+    hard: ResourceList = pydantic.Field(default_factory=dict)
+    scopes: list[str] = pydantic.Field(default_factory=list)
+    scopeSelector: ScopeSelector | None = None
+
+
+class ResourceQuotaStatus(_Lenient):
+    # None until the resourcequota controller has synced the quota; then a copy of spec.hard and the
+    # usage of every resource in it.
+    hard: ResourceList | None = None
+    used: ResourceList | None = None
+
+
+class ResourceQuota(_Lenient):
+    apiVersion: str = "v1"
+    kind: str = "ResourceQuota"
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta)
+    spec: ResourceQuotaSpec = pydantic.Field(default_factory=ResourceQuotaSpec)
+    status: ResourceQuotaStatus = pydantic.Field(default_factory=ResourceQuotaStatus)
+
+
 class InvalidObject(ValueError):
     """A body that cannot be read even leniently; the message names the object and the field."""
 
@@ -247,6 +281,11 @@ def parse_node(body: Mapping[str, Any]) -> Node:
 def parse_event(body: Mapping[str, Any]) -> Event:
     """Parse a core/v1 Event body. Raises InvalidObject like parse_pod."""
     return _parse(Event, body, kind="Event")
+
+
+def parse_resource_quota(body: Mapping[str, Any]) -> ResourceQuota:
+    """Parse a ResourceQuota body. Quantities stay text; raises InvalidObject like parse_pod."""
+    return _parse(ResourceQuota, body, kind="ResourceQuota")
 
 
 def _parse(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model:

@@ -59,6 +59,21 @@ class ContainerStatus(pydantic.BaseModel):
     cappedBy: str | None = None
 
 
+class Culprit(pydantic.BaseModel):
+    """Who most likely ran a node out of memory: the container on the node using the most memory
+    above its request near the kill. Without one (no usage data, or nobody above its request) only
+    `reason` is set, and says why."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    namespace: str | None = None
+    pod: str | None = None
+    container: str | None = None
+    usage: types.Quantity | None = pydantic.Field(default=None, description="Its peak working set near the kill.")
+    request: types.Quantity | None = pydantic.Field(default=None, description="Its memory request.")
+    reason: str = pydantic.Field(default="", description="The evidence, or why no culprit is named.")
+
+
 class Kill(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
@@ -77,6 +92,10 @@ class Kill(pydantic.BaseModel):
     classification: types.Classification = types.Classification.UNKNOWN
     reason: str = ""
     startedAt: str | None = None
+    culprit: Culprit | None = pydantic.Field(
+        default=None,
+        description="For a Node kill: the likely culprit on the node, or why none is named (set shortly after the kill).",
+    )
 
 
 class OOMRecommendationStatus(pydantic.BaseModel):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from oomtuner.api import core, types
@@ -209,3 +209,55 @@ def likely_culprit(candidates: Sequence[qos.VictimCandidate]) -> Culprit | None:
                 excess_bytes=excess,
             )
     return best
+
+
+@dataclasses.dataclass(frozen=True)
+class CulpritFinding:
+    """The answer to "who ran the node out of memory?": the likely culprit, or None, and the evidence
+    (or why nobody is named) as one sentence."""
+
+    culprit: Culprit | None
+    reason: str
+
+
+def no_culprit(why: str) -> CulpritFinding:
+    return CulpritFinding(culprit=None, reason=f"no culprit named: {why}")
+
+
+def culprit_on_node(
+    pods: Sequence[core.Pod],
+    *,
+    node: str,
+    node_memory_capacity: int | None,
+    usage: Mapping[tuple[str, str, str], int],
+    basis: str,
+) -> CulpritFinding:
+    """The likely culprit of a node OOM among the pods on that node (`likely_culprit`).
+
+    `usage` maps (namespace, pod, container) to the working set measured near the kill; requests come
+    from the pod specs, in-place-resize aware. `basis` says where the usage comes from (e.g. "peak
+    working set over the 5m up to the kill, from Prometheus") and ends the evidence. Regular containers
+    and sidecars are the candidates. Needs the node's memory capacity (a candidate's oom_score_adj
+    depends on it); without it nobody is named.
+    """
+    if not usage:
+        return no_culprit(f"no usage data for the pods on node {node}")
+    if node_memory_capacity is None or node_memory_capacity <= 0:
+        return no_culprit(f"the memory capacity of node {node} is unknown")
+    by_pod: dict[tuple[str, str], dict[str, int]] = {}
+    for (namespace, pod, container), value in usage.items():
+        by_pod.setdefault((namespace, pod), {})[container] = value
+    candidates: list[qos.VictimCandidate] = []
+    for pod in pods:
+        measured = by_pod.get((pod.metadata.namespace or "", pod.metadata.name), {})
+        candidates += qos.candidates_from_pod(pod, node_memory_capacity=node_memory_capacity, usage=measured)
+    found = likely_culprit(candidates)
+    if found is not None:
+        return CulpritFinding(culprit=found, reason=f"likely culprit: {found.reason}; {basis}")
+    measured_count = sum(1 for c in candidates if c.usage_bytes is not None)
+    if not measured_count:
+        return no_culprit(f"no usage data for the containers of the {len(pods)} pod(s) on node {node}")
+    return no_culprit(
+        f"none of the {measured_count} measured container(s) on node {node} used more than its memory request "
+        f"({basis}): the memory went to something outside the measured containers"
+    )

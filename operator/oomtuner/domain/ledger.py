@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from oomtuner.api import recommendation, types
-from oomtuner.domain import child_kills, kills, quantity, timestamps
+from oomtuner.domain import child_kills, classify, kills, quantity, timestamps
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,21 @@ def to_record(item: Classified) -> recommendation.Kill:
         oomScoreAdj=k.oom_score_adj,
         classification=item.classification,
         reason=item.reason,
+    )
+
+
+def culprit_record(finding: classify.CulpritFinding) -> recommendation.Culprit:
+    """A culprit finding as the kill record's `culprit` (only `reason` when nobody is named)."""
+    found = finding.culprit
+    if found is None:
+        return recommendation.Culprit(reason=finding.reason)
+    return recommendation.Culprit(
+        namespace=found.namespace,
+        pod=found.pod,
+        container=found.container,
+        usage=quantity.format_bytes(found.usage_bytes),
+        request=quantity.format_bytes(found.request_bytes) if found.request_bytes is not None else None,
+        reason=finding.reason,
     )
 
 

@@ -27,6 +27,8 @@ class Workload:
     template_annotations: Mapping[str, str]
     template: core.Pod
     managed_fields: tuple[Mapping[str, Any], ...] = field(default=())
+    # How many pods the workload runs (`desired_pods`); None when not known yet.
+    replicas: int | None = None
 
     @property
     def ref(self) -> recommendation.TargetRef:
@@ -71,6 +73,39 @@ def _template_of(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
     return node if isinstance(node, Mapping) else {}
 
 
+def desired_pods(kind: str, body: Mapping[str, Any]) -> int | None:
+    """How many pods the workload runs when it has what it asks for.
+
+    spec.replicas of a Deployment, StatefulSet or ReplicaSet and the parallelism of a Job (a CronJob's
+    jobTemplate) — 1 when unset, as the API server defaults them; 1 for a bare pod; a DaemonSet's
+    status.desiredNumberScheduled, None before its controller has counted the nodes. An unknown kind,
+    or a value that is not a whole number, gives None.
+    """
+    spec = body.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    if kind == "Pod":
+        return 1
+    if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+        return _count(spec.get("replicas"), unset=1)
+    if kind == "CronJob":
+        template = spec.get("jobTemplate")
+        spec = template.get("spec") if isinstance(template, Mapping) else None
+        spec = spec if isinstance(spec, Mapping) else {}
+        kind = "Job"
+    if kind == "Job":
+        return _count(spec.get("parallelism"), unset=1)
+    if kind == "DaemonSet":
+        status = body.get("status")
+        return _count(status.get("desiredNumberScheduled"), unset=None) if isinstance(status, Mapping) else None
+    return None
+
+
+def _count(value: Any, *, unset: int | None) -> int | None:
+    if value is None:
+        return unset
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def from_body(body: Mapping[str, Any]) -> Workload:
     """Build a Workload from a workload body that carries apiVersion and kind.
 
@@ -98,4 +133,5 @@ def from_body(body: Mapping[str, Any]) -> Workload:
         template_annotations=dict(tmeta.get("annotations") or {}),
         template=pod,
         managed_fields=tuple(meta.get("managedFields") or ()),
+        replicas=desired_pods(kind, body),
     )

@@ -9,7 +9,7 @@ forbidden) ends the walk at the last object that could be read.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from oomtuner.api import core
 from oomtuner.domain import workload
@@ -118,9 +118,15 @@ def _api_version(kind: str) -> str:
     return f"{group}/{version}" if group else version
 
 
-def pods_on_node(client: api.Client, *, node: str) -> list[core.Pod]:
-    """All pods scheduled to a node (for naming the likely culprit of a node OOM)."""
-    bodies = client.list("/api/v1/pods", query={"fieldSelector": f"spec.nodeName={node}"})
+def pods_on_node(client: api.Client, *, node: str, namespaces: Sequence[str] = ()) -> list[core.Pod]:
+    """All pods scheduled to a node (for naming the likely culprit of a node OOM); with `namespaces`,
+    only theirs (an operator that watches some namespaces may list pods in those only)."""
+    query = {"fieldSelector": f"spec.nodeName={node}"}
+    if namespaces:
+        bodies = [body for namespace in namespaces
+                  for body in client.list(api.namespaced(group="", version="v1", plural="pods", namespace=namespace), query=query)]
+    else:
+        bodies = client.list("/api/v1/pods", query=query)
     pods = []
     for body in bodies:
         try:

@@ -17,6 +17,10 @@ Two queries per recommendation, both bounded:
   compares), at a step that keeps every series under `max_points` points. `domain.usage` turns it
   into the leak slope.
 
+For a Node kill, one more *instant* query, at the kill (`node_usage`): the peak working set over
+`CULPRIT_WINDOW` up to it of every container of the pods on that node, matched by namespace and pod
+name. The reconcile layer names the likely culprit from it (`domain.classify.culprit_on_node`).
+
 Every request carries a client timeout and Prometheus' own `timeout` parameter, is never retried,
 and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
 event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
@@ -66,6 +70,9 @@ STAT_LABEL = "oomtuner_stat"
 MIN_POINT_WINDOW = datetime.timedelta(minutes=1)
 # The range query is ignored (no slope) beyond this many series: a bound on what one answer holds.
 MAX_SERIES = 500
+# How far back from a node OOM the working set of the node's containers is read, for its culprit: a
+# few scrape intervals, so the last samples before the kill are in it.
+CULPRIT_WINDOW = datetime.timedelta(minutes=5)
 # Kubernetes' random name suffixes (k8s.io/apimachinery/pkg/util/rand) and pod-template-hash use
 # these characters only; matching them keeps `web` from matching the pods of `web-api`.
 _SUFFIX_CHARS = "[bcdfghjklmnpqrstvwxz2456789]"
@@ -123,8 +130,36 @@ NOT_CONFIGURED = History(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeQuery:
+    """What to look up for the culprit of a node OOM: the containers of the pods on the node, at the
+    kill. Pods are matched by namespace and name, which every setup labels alike (the node shows up
+    as `node` or as `instance` depending on how cAdvisor is scraped)."""
+
+    node: str
+    pods: tuple[tuple[str, str], ...]  # (namespace, pod)
+    at: datetime.datetime
+    window: datetime.timedelta = CULPRIT_WINDOW
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeUsage:
+    """The answer: the peak working set per (namespace, pod, container) that had data, and how it
+    went; with data, `message` says what the numbers are (the basis of the culprit's evidence)."""
+
+    outcome: Outcome
+    message: str
+    usage: Mapping[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.USED
+
+
 class Source(Protocol):
     def history(self, query: Query) -> History: ...
+
+    def node_usage(self, query: NodeQuery) -> NodeUsage: ...
 
 
 class Disabled:
@@ -132,6 +167,9 @@ class Disabled:
 
     def history(self, query: Query) -> History:
         return NOT_CONFIGURED
+
+    def node_usage(self, query: NodeQuery) -> NodeUsage:
+        return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message="no Prometheus is configured (OOMTUNER_PROMETHEUS_URL)")
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
@@ -257,6 +295,32 @@ def parse_series(result: Sequence[Mapping[str, Any]]) -> dict[str, list[domain_u
         )
         key = f"{labels.get('pod', '')}/{labels.get('id', '')}"
         found.setdefault(str(labels.get("container", "")), []).append(domain_usage.Series(key=key, points=points))
+    return found
+
+
+def node_query(query: NodeQuery) -> str:
+    """The instant query for the culprit of a node OOM: each container's peak working set over the
+    window, per namespace, pod and container (one row each, whatever the scrape labels)."""
+    window = _seconds(query.window)
+    terms = []
+    for namespace in sorted({ns for ns, _ in query.pods}):
+        pods = "|".join(_escape(p) for p in sorted({p for ns, p in query.pods if ns == namespace}))
+        selector = "{" + f'namespace={_string(namespace)},pod=~{_string(pods)},container!="",container!="POD"' + "}"
+        terms.append(f"max by (namespace, pod, container) (max_over_time({WORKING_SET}{selector}[{window}]))")
+    return " or ".join(terms)
+
+
+def parse_node_usage(result: Sequence[Mapping[str, Any]], *, pods: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], int]:
+    """Peak working set per (namespace, pod, container) of the asked pods. Raises on a malformed answer."""
+    wanted = set(pods)
+    found: dict[tuple[str, str, str], int] = {}
+    for row in result:
+        labels = row["metric"]
+        value = _number(row["value"][1])
+        key = (str(labels.get("namespace", "")), str(labels.get("pod", "")), str(labels.get("container", "")))
+        if value is None or not key[2] or key[:2] not in wanted:
+            continue
+        found[key] = max(found.get(key, 0), math.ceil(value))
     return found
 
 
@@ -437,6 +501,24 @@ class PrometheusUsage:
                 message=f"Prometheus at {self.url}: {exc}; computed from the kills alone",
             )
         return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus")
+
+    def node_usage(self, query: NodeQuery) -> NodeUsage:
+        if not query.pods:
+            return NodeUsage(outcome=Outcome.NO_DATA, message=f"no pods on node {query.node}")
+        try:
+            found = self._query(node_query(query), at=query.at,
+                                parse=lambda rows: parse_node_usage(rows, pods=query.pods))
+        except QueryFailed as exc:
+            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+        window = duration.format(query.window)
+        if not found:
+            return NodeUsage(
+                outcome=Outcome.NO_DATA,
+                message=f"Prometheus has no {WORKING_SET} for the {len(query.pods)} pod(s) on node {query.node} "
+                        f"in the {window} up to the kill",
+            )
+        return NodeUsage(outcome=Outcome.USED, usage=found,
+                         message=f"peak working set over the {window} up to the kill, from Prometheus")
 
     def _guarded(self, call: Callable[[], Any], parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
         """Run one query through the breaker; any failure (sending, HTTP, reading the answer) is
