@@ -106,6 +106,8 @@ class Operator:
         # timeout and a circuit breaker; they run in the worker thread of the handler, like API calls
         # (the culprit of a node OOM: in a culprit thread, below).
         self.usage = usage if usage is not None else prom_usage.from_settings(settings)
+        # Workload reads for recording kills, a few seconds old at most; patches read afresh.
+        self.workloads = owners.Workloads(client)
         self.nodes: dict[str, NodeInfo] = {}
         self.node_ooms: dict[str, collections.deque[classify.NodeOOM]] = {}
         self.policies: dict[str, dict[str, policy.OOMPolicy]] = collections.defaultdict(dict)
@@ -118,7 +120,9 @@ class Operator:
         self._limit_ranges: dict[str, tuple[float, int | None]] = {}
         self._resource_quotas: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._quota_warnings: set[str] = set()  # logged once each
-        self._pending: dict[str, list[kills.OOMKill]] = collections.defaultdict(list)
+        # Kills waiting for their workload's writer (see _handle_kills), by identity.
+        self._pending: dict[str, dict[str, kills.OOMKill]] = collections.defaultdict(dict)
+        self._writing: set[str] = set()
         self._recs: dict[str, recommendation.OOMRecommendation] = {}
         # Events go out from a few threads of their own: best effort, and never on a workload's lock.
         self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="oomtuner-events")
@@ -356,31 +360,60 @@ class Operator:
         return self._handle_kills(pod_body, list(found))
 
     def _handle_kills(self, pod_body: Mapping[str, Any], found: list[kills.OOMKill]) -> int:
+        """Queue a pod's unseen kills for its workload's recommendation; return how many this call
+        recorded.
+
+        A burst of kills in one workload (many replicas at once) must cost neither a status write
+        per kill nor a worker thread per kill waiting for the workload: the first thread that finds
+        no writer for the workload becomes its writer and records what has queued, batch after
+        batch, until the queue is empty. The others queue their kills and return at once (0), so
+        the worker threads stay free for the next pod events. A kill is marked seen only once it
+        is recorded: when a write fails, the pod's next status event brings the kill back.
+        """
         fresh = [k for k in found if k.identity not in self.seen]
         if not fresh:
             return 0
         kind, name = owners.top_owner(self.client, pod_body)
         namespace = str((pod_body.get("metadata") or {}).get("namespace") or "")
         key = f"{namespace}/{recommendation.name_for(kind=kind, name=name)}"
-        # A burst of kills in one workload (many replicas at once) queues here: whoever holds the
-        # workload's lock reads the workload once and records every queued kill in one status
-        # write; the others find the queue empty. A burst costs a few writes, not one per kill.
         with self._guard:
-            self._pending[key].extend(fresh)
-        with self._locks[key]:
-            with self._guard:
-                batch = self._pending.pop(key, [])
-            recorded = 0
-            if batch:
-                target = owners.workload_of(self.client, pod_body, kind=kind, name=name)
-                recorded = self._record(target, batch)
-        with self._guard:
+            queue = self._pending[key]
             for k in fresh:
+                queue[k.identity] = k
+            if key in self._writing:
+                return 0
+            self._writing.add(key)
+        recorded = 0
+        failure: Exception | None = None
+        try:
+            while True:
+                with self._guard:
+                    batch = list(self._pending.pop(key, {}).values())
+                    if not batch:
+                        self._writing.discard(key)
+                        break
+                try:
+                    with self._locks[key]:
+                        target = self.workloads.of_pod(pod_body, kind=kind, name=name)
+                        recorded += self._record(target, batch)
+                except Exception as exc:  # the next batch may still go through; the first error is raised
+                    failure = failure or exc
+                    continue
+                self._mark_seen(batch)
+        finally:
+            with self._guard:
+                self._writing.discard(key)
+        if failure is not None:
+            raise failure
+        return recorded
+
+    def _mark_seen(self, recorded: list[kills.OOMKill]) -> None:
+        with self._guard:
+            for k in recorded:
                 self.seen[k.identity] = None
                 self.seen.move_to_end(k.identity)
             while len(self.seen) > SEEN_CAPACITY:
                 self.seen.popitem(last=False)
-        return recorded
 
     def _policy_for(self, target: workload.Workload) -> policy.OOMPolicy | None:
         return selection.choose(list(self.policies.get(target.namespace, {}).values()), target.template_labels)
@@ -433,7 +466,9 @@ class Operator:
                 metrics.DETECTION_LATENCY.observe(max(0.0, (self.clock() - item.kill.at).total_seconds()))
         self._announce_recommendation(rec, target=target, before=before_phase)
         if mode == types.Mode.AUTO and rec.status.phase in (types.Phase.PENDING, types.Phase.CAPPED):
-            self._apply(rec, target=target, chosen=chosen, trigger="auto")
+            fresh = self.workloads.fresh(target)  # the patch compares with the workload as it is now
+            if fresh is not None:
+                self._apply(rec, target=fresh, chosen=chosen, trigger="auto")
         return len(added)
 
     def _caps(self, target: workload.Workload, chosen: policy.OOMPolicy | None) -> recommend.Caps:
@@ -887,6 +922,8 @@ class Operator:
             respected_managers=set(self.settings.respected_managers),
         )
         metrics.PATCHES.labels(result=outcome.result.value).inc()
+        if outcome.result == patching.Result.APPLIED:
+            self.workloads.forget(target)
         resize_errors: list[str] = []
         if outcome.result == patching.Result.APPLIED and chosen is not None and chosen.spec.applyMethod in (
             types.ApplyMethod.IN_PLACE, types.ApplyMethod.IN_PLACE_AND_ROLLOUT

@@ -9,7 +9,9 @@ forbidden) ends the walk at the last object that could be read.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+import threading
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 from oomtuner.api import core
 from oomtuner.domain import workload
@@ -98,6 +100,59 @@ def workload_of(client: api.Client, pod_body: Mapping[str, Any], *, kind: str, n
             return found
     return workload.from_body({"apiVersion": "v1", "kind": "Pod",
                                **{k: v for k, v in pod_body.items() if k not in ("apiVersion", "kind")}})
+
+
+class Workloads:
+    """Workload reads for recording kills, kept for `ttl` seconds.
+
+    A burst of kills in one Deployment reads the Deployment once, not once per status write. A
+    recommendation computed from a read a second old is corrected by the next kill; a patch is not:
+    `fresh` reads past the cache, and every patch is computed against such a read (never lower
+    what a user raised a moment ago). Bounded; the oldest reads go first.
+    """
+
+    def __init__(self, client: api.Client, *, ttl: float = 2.0, capacity: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.ttl = ttl
+        self.capacity = capacity
+        self.clock = clock
+        self._reads: dict[tuple[str, str, str], tuple[float, workload.Workload]] = {}
+        self._lock = threading.Lock()
+
+    def of_pod(self, pod_body: Mapping[str, Any], *, kind: str, name: str) -> workload.Workload:
+        """`workload_of`, from a read at most `ttl` seconds old."""
+        namespace = str((pod_body.get("metadata") or {}).get("namespace") or "")
+        key = (kind, namespace, name)
+        if kind != "Pod":
+            with self._lock:
+                cached = self._reads.get(key)
+            if cached is not None and self.clock() - cached[0] < self.ttl:
+                return cached[1]
+        found = workload_of(self.client, pod_body, kind=kind, name=name)
+        if found.kind == kind and kind != "Pod":
+            self._keep(key, found)
+        return found
+
+    def fresh(self, target: workload.Workload) -> workload.Workload | None:
+        """The workload read now (None when it is gone or unreadable); the cache keeps the read."""
+        found = read_workload(self.client, kind=target.kind, namespace=target.namespace, name=target.name)
+        if found is None:
+            self.forget(target)
+        elif target.kind != "Pod":
+            self._keep((target.kind, target.namespace, target.name), found)
+        return found
+
+    def forget(self, target: workload.Workload) -> None:
+        with self._lock:
+            self._reads.pop((target.kind, target.namespace, target.name), None)
+
+    def _keep(self, key: tuple[str, str, str], found: workload.Workload) -> None:
+        with self._lock:
+            self._reads.pop(key, None)
+            self._reads[key] = (self.clock(), found)
+            while len(self._reads) > self.capacity:
+                self._reads.pop(next(iter(self._reads)))
 
 
 def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workload:
