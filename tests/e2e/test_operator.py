@@ -427,3 +427,41 @@ def test_a_deleted_recommendation_comes_back_with_the_next_kill(kube: api.Client
     rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
     assert rec["status"]["kills"][0]["pod"] == second["metadata"]["name"]
     assert rec["metadata"]["ownerReferences"][0]["name"] == "web"
+
+
+def _requests(operator: OperatorProcess, verb: str) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith("oomtuner_api_requests_total{") and f'verb="{verb}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_burst_of_kills_in_many_replicas_counts_each_once(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    import concurrent.futures
+
+    replicas = 30
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=replicas))
+    pods = kit.running_pods(kube, namespace, "web", count=replicas)
+    puts = _requests(operator, "PUT")
+    at = kit.utc()
+    # Every replica is killed at once, as when a shared dependency makes them all grow together.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=replicas) as pool:
+        list(pool.map(lambda pod: _kill(core_v1, namespace, pod, at=at), pods))
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web",
+                                  lambda r: (r.get("status") or {}).get("totalKills", 0) >= replicas, timeout=60)
+    time.sleep(2)  # a kill counted twice would show by now
+    rec = kit.recommendation(kube, namespace, "deployment-web")
+    assert rec is not None and rec["status"]["totalKills"] == replicas
+    ids = [k["id"] for k in rec["status"]["kills"]]
+    assert len(ids) == len(set(ids)) == 20  # the ledger keeps the newest 20, each once
+    assert {k["pod"] for k in rec["status"]["kills"]} <= {p["metadata"]["name"] for p in pods}
+    # One recommendation for all of them, written in batches rather than once per kill.
+    assert _container_status(rec)["oomKills"] == replicas
+    assert _requests(operator, "PUT") - puts < replicas
+    # A second kill in some of the same pods counts again, once each.
+    for pod in pods[:5]:
+        _kill(core_v1, namespace, pod, at=kit.utc())
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] >= replicas + 5)
+    time.sleep(2)
+    rec = kit.recommendation(kube, namespace, "deployment-web")
+    assert rec is not None and rec["status"]["totalKills"] == replicas + 5

@@ -85,6 +85,47 @@ def test_owner_resolution_for_every_kind(kube: api.Client, namespace: str) -> No
     assert wl.display == "Pod/solo" and not wl.patchable
 
 
+def test_workload_reads_are_shared_for_their_ttl_and_fresh_reads_past_them(kube: api.Client, namespace: str) -> None:
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("cache"))
+    pod = _pods(kube, namespace, "app=cache")[0]
+    now = [100.0]
+    reads = owners.Workloads(kube, ttl=2.0, clock=lambda: now[0])
+    gets = api.REQUESTS.labels(verb="GET")
+    first = reads.of_pod(pod, kind="Deployment", name="cache")
+    assert [c.limit for c in first.containers()] == [256 * MI]
+
+    # Someone raises the limit; within the TTL the shared read (and no request) answers.
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/cache"
+
+    def set_limit(value: str) -> None:
+        kube.request("PATCH", path, content_type="application/strategic-merge-patch+json", body={
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"limits": {"memory": value}}}]}}}})
+
+    set_limit("512Mi")
+    before = gets._value.get()
+    now[0] += 1.9
+    assert [c.limit for c in reads.of_pod(pod, kind="Deployment", name="cache").containers()] == [256 * MI]
+    assert gets._value.get() == before
+    # A patch is computed from `fresh`, which reads past the cache and refreshes it.
+    fresh = reads.fresh(first)
+    assert fresh is not None and [c.limit for c in fresh.containers()] == [512 * MI]
+    assert [c.limit for c in reads.of_pod(pod, kind="Deployment", name="cache").containers()] == [512 * MI]
+
+    # After the TTL, or once forgotten (after the operator's own patch), it is read again.
+    set_limit("768Mi")
+    now[0] += 2.1
+    assert [c.limit for c in reads.of_pod(pod, kind="Deployment", name="cache").containers()] == [768 * MI]
+    set_limit("1Gi")
+    reads.forget(first)
+    assert [c.limit for c in reads.of_pod(pod, kind="Deployment", name="cache").containers()] == [1024 * MI]
+
+    # A deleted workload: `fresh` says so, and the pod stands in for it when recording.
+    kube.delete(path)
+    wait_for(lambda: kube.get_or_none(path) is None, timeout=30, what="the Deployment to go")
+    assert reads.fresh(first) is None
+    assert reads.of_pod(pod, kind="Deployment", name="cache").kind == "Pod"
+
+
 def test_recommendation_is_created_once_owned_and_status_survives_races(kube: api.Client, namespace: str) -> None:
     dep = kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("api"))
     target = recommendation.TargetRef(apiVersion="apps/v1", kind="Deployment", name="api")
