@@ -4,6 +4,7 @@ Usage (from the repository root):
 
     .venv/bin/python bench/quality.py --seed 1 --traces-per-family 10           # JSON on stdout, table on stderr
     .venv/bin/python bench/quality.py --format table
+    .venv/bin/python bench/quality.py --sweep-factor 1.2,1.3,1.4,1.5,1.75,2.0   # also ours by increaseFactor
 
 The simulator (`simulate`) walks a trace (bench/traces.py) minute by minute. A running container
 whose demand exceeds its limit is OOM-killed in that minute (a `Limit` kill: its limit, when the
@@ -30,10 +31,13 @@ Choices every strategy faces alike (see bench/README.md for why):
 
 Strategies:
 - `ours`: the real `oomtuner.domain.recommend.recommend_container`, default `MemorySettings`, with
-  the ledger's last `MAX_KILLS` kills and usage as Prometheus would give it (peak over the default
-  7d lookback; the slope of the killed instance's working set, as `deriv()` over its life). A
-  recommendation in phase SuspectedLeak is not applied (what `Auto` mode does): the limit stays.
-- `ours-kills-only`: the same without usage — what reconcile passes today (dataSource "kills").
+  the ledger's last `MAX_KILLS` kills and the usage the operator's own lookup
+  (`oomtuner.prom.usage`) gives, run against a simulated Prometheus (bench/promsim.py): peak and
+  p95 over the default 7d lookback, and the leak slope of `domain.usage` from the killed pods'
+  series, at the operator's default steps. A recommendation in phase SuspectedLeak is not applied
+  (what `Auto` mode does): the limit stays.
+- `ours-kills-only`: the same without usage — what the operator computes when no Prometheus is
+  configured or it does not answer.
 - `vpa`: VPA's OOM sample, as the issue states it: used = max(request, the memory peak of the
   current 24h aggregation interval); new request = max(used + 100Mi, used × 1.2); the limit keeps
   its ratio to the request (VPA recommender model/container.go RecordOOM, oom_observer).
@@ -48,6 +52,9 @@ The leak family: raising a limit only delays a leaking container's next kill, so
 limit to converge to. Ours flags SuspectedLeak and stops bumping, so it keeps being killed (and does
 not "converge"); peers bump until a life outlasts the trace. Both are reported as measured, plus the
 time and kills until ours flagged the leak; `leak_flagged` on the other families counts false alarms.
+
+`--sweep-factor` also runs `ours` with each given `increaseFactor` (the other settings at their
+defaults) on the same traces, and judges each against the peers like `ours` (JSON: "sweep").
 """
 
 from __future__ import annotations
@@ -67,20 +74,18 @@ from typing import Any, Protocol
 if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import traces  # noqa: E402
+from bench import promsim, traces  # noqa: E402
 from oomtuner.api import policy, recommendation, types  # noqa: E402
 from oomtuner.domain import duration, kills, recommend  # noqa: E402
 
 MIB = traces.MIB
 MINUTES_PER_DAY = traces.MINUTES_PER_DAY
-NO_SAMPLE = -1
+NO_SAMPLE = promsim.NO_SAMPLE
 EPOCH = datetime.datetime(2025, 1, 6, tzinfo=datetime.timezone.utc)
 # kubelet crash-loop back-off: 10 s doubling to 5 min, reset after 10 min of running.
 BACKOFF_INITIAL_S = 10
 BACKOFF_MAX_S = 300
 BACKOFF_RESET_MINUTES = 10
-# deriv() over fewer samples than this is noise; no slope is reported.
-SLOPE_MIN_SAMPLES = 30
 DEFAULT_STABLE_DAYS = 3
 # VPA defaults (pkg/recommender/model/aggregations_config.go, logic/recommender.go).
 VPA_MIN_BUMP = 100 * MIB
@@ -94,12 +99,14 @@ PEERS = ("vpa", "krr", "fixed-25")
 
 @dataclasses.dataclass(frozen=True)
 class Kill:
-    """One simulated OOM kill: the minute it died, the minute that instance started, its resources."""
+    """One simulated OOM kill: the minute it died, the minute that instance started, its resources,
+    and its pod (the pod's index: every rollout starts a new pod, `promsim.pod_name` names it)."""
 
     minute: int
     started: int
     limit: int
     request: int
+    pod: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,25 +126,9 @@ class History:
         """The highest sample in the last `minutes` minutes (at least the killed minute's)."""
         return max(self.observed[max(0, self.now - minutes + 1) : self.now + 1])
 
-    def p95(self, minutes: int) -> int:
-        samples = sorted(v for v in self.observed[max(0, self.now - minutes + 1) : self.now + 1] if v != NO_SAMPLE)
-        return samples[max(0, math.ceil(0.95 * len(samples)) - 1)]
-
-    def slope(self) -> tuple[float, datetime.timedelta] | None:
-        """The least-squares slope (bytes/s) of the instance that just died, and the span it covers.
-
-        Like PromQL `deriv()` over one container instance's series (cAdvisor gives each instance
-        its own series). None for lives shorter than SLOPE_MIN_SAMPLES minutes.
-        """
-        ys = self.observed[self.instance_start : self.now + 1]
-        n = len(ys)
-        if n < SLOPE_MIN_SAMPLES:
-            return None
-        mean_x = (n - 1) / 2
-        mean_y = sum(ys) / n
-        sxy = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(ys))
-        sxx = n * (n * n - 1) / 12
-        return sxy / sxx / 60, datetime.timedelta(minutes=n - 1)
+    def lives(self) -> list[promsim.Life]:
+        """Every container life so far. Each one ended in a kill (the last one in the kill at `now`)."""
+        return [promsim.Life(pod=promsim.pod_name(k.pod), start=k.started, end=k.minute) for k in self.kills]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +152,8 @@ def _oom_kill(kill: Kill, restart_count: int) -> kills.OOMKill:
     guaranteed = kill.request == kill.limit
     return kills.OOMKill(
         namespace="bench",
-        pod="app-0",
-        pod_uid="bench-uid",
+        pod=promsim.pod_name(kill.pod),
+        pod_uid=f"bench-uid-{kill.pod}",
         container="app",
         container_type=types.ContainerType.CONTAINER,
         node="node-1",
@@ -179,6 +170,12 @@ def _oom_kill(kill: Kill, restart_count: int) -> kills.OOMKill:
     )
 
 
+def _ledger(history: History) -> list[kills.OOMKill]:
+    """The recommendation's kill ledger after the kill at `history.now`: the last MAX_KILLS kills."""
+    first = max(0, len(history.kills) - recommendation.MAX_KILLS)
+    return [_oom_kill(k, restart_count=first + i + 1) for i, k in enumerate(history.kills[first:])]
+
+
 @dataclasses.dataclass
 class Ours:
     """The real domain strategy, fed what the operator would have: the kill ledger and usage."""
@@ -191,21 +188,17 @@ class Ours:
     )
 
     def usage(self, history: History) -> recommend.Usage:
-        minutes = int(self.lookback.total_seconds() // 60)
-        slope = history.slope()
-        # p95 is only read by requestPolicy FromUsage; sorting a week of samples per kill is skipped otherwise.
-        p95 = history.p95(minutes) if self.settings.requestPolicy == types.RequestPolicy.FROM_USAGE else None
-        return recommend.Usage(
-            peak=history.peak(minutes),
-            p95=p95,
-            slope_bytes_per_s=slope[0] if slope else None,
-            window=slope[1] if slope else None,
-            source="simulated prometheus",
+        """What the operator's usage lookup (`prom.usage`, through `promsim`) gives the domain right
+        after the kill at `history.now`: it reads at that kill's time, with the ledger as it is then."""
+        ledger = _ledger(history)
+        assert ledger and ledger[-1].at is not None, "the operator looks usage up for a kill"
+        return promsim.usage(
+            observed=history.observed, lives=history.lives(), epoch=EPOCH, ledger=ledger,
+            lookback=self.lookback, now=ledger[-1].at,
         )
 
     def decide(self, *, limit: int, request: int, history: History) -> Decision:
-        first = max(0, len(history.kills) - recommendation.MAX_KILLS)
-        ledger = [_oom_kill(k, restart_count=first + i + 1) for i, k in enumerate(history.kills[first:])]
+        ledger = _ledger(history)
         rec = recommend.recommend_container(
             current=recommend.ContainerResources(
                 name="app", type=types.ContainerType.CONTAINER, request=request, limit=limit
@@ -280,6 +273,16 @@ def strategies() -> list[Strategy]:
     return [Ours(), Ours(name="ours-kills-only", with_usage=False), VPA(), VPA(name="vpa-target", target=True), KRR(), Fixed()]
 
 
+def factor_key(factor: float) -> str:
+    """The sweep's name for "ours" with this increaseFactor, e.g. "1.5"."""
+    return f"{factor:g}"
+
+
+def sweep_strategies(factors: Sequence[float]) -> list[Strategy]:
+    """"ours" (with usage) once per increaseFactor, the other memory settings at their defaults."""
+    return [Ours(name=factor_key(f), settings=policy.MemorySettings(increaseFactor=f)) for f in factors]
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """One trace replayed against one strategy."""
@@ -310,7 +313,7 @@ def simulate(trace: traces.Trace, strategy: Strategy, *, stable_days: int = DEFA
     found: list[Kill] = []
     flag: tuple[int, int] | None = None
     start = t = 0
-    streak = 0
+    streak = pod = 0
     while t < n:
         age = t - start
         wanted = trace.demand(t, age)
@@ -319,7 +322,7 @@ def simulate(trace: traces.Trace, strategy: Strategy, *, stable_days: int = DEFA
             t += 1
             continue
         observed[t] = limit
-        found.append(Kill(minute=t, started=start, limit=limit, request=request))
+        found.append(Kill(minute=t, started=start, limit=limit, request=request, pod=pod))
         decision = strategy.decide(
             limit=limit, request=request, history=History(observed=observed, kills=found, now=t, instance_start=start)
         )
@@ -328,6 +331,7 @@ def simulate(trace: traces.Trace, strategy: Strategy, *, stable_days: int = DEFA
         if decision.limit > limit:
             limit, request = decision.limit, decision.request
             streak = 0
+            pod += 1  # the rollout's new pod
             start = t + 1
         else:
             streak = 1 if age >= BACKOFF_RESET_MINUTES else streak + 1
@@ -385,10 +389,11 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     return summary
 
 
-def judge(family_name: str, family: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def judge(family_name: str, family: dict[str, dict[str, Any]], ours: dict[str, Any] | None = None) -> dict[str, Any]:
     """The issue's target for one family: fewer kills (mean over all traces, so a strategy that
-    never settles is not let off) than every peer, and mean waste no worse than VPA's."""
-    ours = family["ours"]
+    never settles is not let off) than every peer, and mean waste no worse than VPA's. `ours` is
+    the summary to judge (default: the family's "ours")."""
+    ours = ours if ours is not None else family["ours"]
     fewer = {peer: ours["kills_mean"] < family[peer]["kills_mean"] for peer in PEERS}
     vpa_waste = family["vpa"]["waste_mean"]
     waste_ok = None if ours["waste_mean"] is None or vpa_waste is None else ours["waste_mean"] <= vpa_waste
@@ -413,8 +418,13 @@ def run(
     stable_days: int = DEFAULT_STABLE_DAYS,
     families: Sequence[str] = traces.FAMILIES,
     make_strategies: Callable[[], list[Strategy]] = strategies,
+    sweep_factors: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """The whole benchmark as a JSON-able dict; the same arguments always give the same dict."""
+    """The whole benchmark as a JSON-able dict; the same arguments always give the same dict.
+
+    With `sweep_factors`, "sweep" holds "ours" with each `increaseFactor` (the other settings at
+    their defaults) on the same traces, each judged against the peers like "ours" is.
+    """
     result: dict[str, Any] = {
         "benchmark": "recommendation-quality",
         "seed": seed,
@@ -424,20 +434,31 @@ def run(
         "families": {},
         "target": {},
     }
+    if sweep_factors:
+        result["sweep"] = {"factors": [factor_key(f) for f in sweep_factors], "families": {}}
     for family in families:
         outcomes: dict[str, list[Outcome]] = {}
+        swept: dict[str, list[Outcome]] = {}
         for i in range(traces_per_family):
             trace = traces.generate(family=family, seed=seed, index=i, days=days)
             for strategy in make_strategies():
                 outcomes.setdefault(strategy.name, []).append(simulate(trace, strategy, stable_days=stable_days))
-        result["families"][family] = {name: summarize(found) for name, found in outcomes.items()}
-        if "ours" in outcomes and all(p in outcomes for p in PEERS):
-            result["target"][family] = judge(family, result["families"][family])
+            for strategy in sweep_strategies(sweep_factors):
+                swept.setdefault(strategy.name, []).append(simulate(trace, strategy, stable_days=stable_days))
+        rows = result["families"][family] = {name: summarize(found) for name, found in outcomes.items()}
+        peers = all(p in outcomes for p in PEERS)
+        if "ours" in outcomes and peers:
+            result["target"][family] = judge(family, rows)
+        if sweep_factors:
+            result["sweep"]["families"][family] = summaries = {name: summarize(found) for name, found in swept.items()}
+            for summary in summaries.values():
+                if peers:
+                    summary["target"] = judge(family, rows, summary)
     return result
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}%"
+    return "-" if value is None else f"{round(value * 100) + 0:.0f}%"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -456,7 +477,7 @@ def table(result: dict[str, Any]) -> str:
         if ours.get("leak_flagged"):
             lines.append(
                 f"{'':<9} ours flagged SuspectedLeak on {_pct(ours['leak_flagged'])} of traces, at kill "
-                f"{ours['leak_flag_kills_mean']:g} on average, {ours['leak_flag_hours_mean']:g} h after the start"
+                f"{ours['leak_flag_kills_mean']:.2f} on average, {ours['leak_flag_hours_mean']:g} h after the start"
             )
         verdict = result["target"].get(family)
         if verdict:
@@ -466,6 +487,42 @@ def table(result: dict[str, Any]) -> str:
                 f"waste <= vpa: {verdict['waste_not_worse_than_vpa']}"
             )
     return "\n".join(lines)
+
+
+def sweep_table(result: dict[str, Any]) -> str:
+    """The sweep: per family, mean kills / mean waste of the peers and of "ours" at each factor."""
+    sweep = result["sweep"]
+    cell = 15
+
+    def figures(s: dict[str, Any]) -> str:
+        flags = f" L{_pct(s['leak_flagged'])}" if s["leak_flagged"] else ""
+        mark = "*" if s.get("target", {}).get("met") else ""
+        return f"{s['kills_mean']:.1f}/{_pct(s['waste_mean'])}{flags}{mark}"
+
+    lines = [
+        ("ours by increaseFactor (other settings default): mean kills / mean waste of the converged traces, "
+         "L = share of traces flagged SuspectedLeak;"),
+        "* = fewer kills than each of " + ", ".join(PEERS) + " and waste <= vpa's",
+        (f"{'family':<9} " + "".join(f"{name:<{cell}}" for name in PEERS)
+         + "".join(f"{'x' + f:<{cell}}" for f in sweep["factors"])).rstrip(),
+    ]
+    for family, rows in sweep["families"].items():
+        peers = result["families"][family]
+        lines.append(
+            (f"{family:<9} " + "".join(f"{figures(peers[p]) if p in peers else '-':<{cell}}" for p in PEERS)
+             + "".join(f"{figures(rows[f]):<{cell}}" for f in sweep["factors"])).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _factors(text: str) -> list[float]:
+    """`--sweep-factor`: comma-separated increaseFactors, each valid for MemorySettings."""
+    found = [float(part) for part in text.split(",") if part.strip()]
+    for factor in found:
+        policy.MemorySettings(increaseFactor=factor)
+    if len({factor_key(f) for f in found}) != len(found):
+        raise ValueError("a factor is given twice")
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -479,7 +536,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--format", choices=("both", "json", "table"), default="both",
         help="both: JSON on stdout and the table on stderr (default)",
     )
+    parser.add_argument(
+        "--sweep-factor", default="", metavar="F,F,...",
+        help="also run ours with each increaseFactor, e.g. 1.2,1.3,1.4,1.5,1.75,2.0 (JSON: \"sweep\")",
+    )
     args = parser.parse_args(argv)
+    try:
+        factors = _factors(args.sweep_factor)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        parser.error(f"--sweep-factor: {exc}")
     families = [f for f in args.families.split(",") if f]
     unknown = sorted(set(families) - set(traces.FAMILIES))
     if unknown:
@@ -487,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     result = run(
         seed=args.seed, traces_per_family=args.traces_per_family, days=args.days,
-        stable_days=args.stable_days, families=families,
+        stable_days=args.stable_days, families=families, sweep_factors=factors,
     )
     elapsed = time.monotonic() - began
     if args.format in ("both", "json"):
@@ -495,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format in ("both", "table"):
         out = sys.stdout if args.format == "table" else sys.stderr
         print(table(result), file=out)
+        if factors:
+            print(sweep_table(result), file=out)
         print(f"({elapsed:.1f} s)", file=sys.stderr)
     return 0
 

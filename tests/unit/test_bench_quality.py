@@ -8,11 +8,12 @@ and short here) or hand-made `traces.Trace` values. Nothing is faked.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 
 import pytest
 
-from bench import quality, traces
+from bench import promsim, quality, traces
 
 MI = 1024 * 1024
 
@@ -192,11 +193,87 @@ def test_ours_stops_bumping_when_it_suspects_a_leak() -> None:
     assert decision == quality.Decision(limit=225 * MI, request=225 * MI, suspected_leak=True)
 
 
-def test_ours_passes_the_slope_of_the_killed_instance() -> None:
-    # A working set growing 1Mi a minute from 0 over a 2h life: deriv() is 1Mi/60s over 119 minutes.
-    rising = quality.History(observed=[m * MI for m in range(120)], kills=[], now=119, instance_start=0)
-    usage = quality.Ours().usage(rising)
-    assert usage.peak == 119 * MI and usage.p95 is None
-    assert usage.slope_bytes_per_s == pytest.approx(MI / 60)
-    assert usage.window is not None and usage.window.total_seconds() == 119 * 60
-    assert quality.History(observed=[MI] * 10, kills=[], now=9, instance_start=0).slope() is None
+def test_ours_gets_the_operators_leak_slope_from_two_growing_lives() -> None:
+    # Two 10h lives, each growing 1Mi a minute from 100Mi: the operator's range query (from the start
+    # of the second-to-last killed life, a 36 s step over these 20h, 1-minute windows) and
+    # domain.usage see two steadily growing lives, and the slope of the one that grew least.
+    observed = [(100 + m % 600) * MI for m in range(1200)]
+    found = [quality.Kill(minute=599, started=0, limit=700 * MI, request=700 * MI),
+             quality.Kill(minute=1199, started=600, limit=700 * MI, request=700 * MI, pod=0)]
+    grown = quality.History(observed=observed, kills=found, now=1199, instance_start=600)
+    usage = quality.Ours().usage(grown)
+    assert usage.peak == 699 * MI
+    assert usage.slope_bytes_per_s == pytest.approx(MI / 60, rel=0.01)
+    assert usage.window is not None and usage.window.total_seconds() == 599 * 60
+    assert usage.source.startswith("Prometheus 7d: the last 2 lives")
+    decision = quality.Ours().decide(limit=700 * MI, request=700 * MI, history=grown)
+    assert decision.suspected_leak  # 599Mi of growth is at least 25% of the 700Mi limit
+
+
+def test_a_step_within_one_life_is_not_a_leak_slope() -> None:
+    # One day-long life that steps from 100Mi to 300Mi halfway. A least-squares slope over the life
+    # grows by far more than 25% of the limit; the operator's floor test sees one step, not a leak.
+    observed = [(100 if m < 720 else 300) * MI for m in range(1440)]
+    found = [quality.Kill(minute=1439, started=0, limit=300 * MI, request=300 * MI)]
+    stepped = quality.History(observed=observed, kills=found, now=1439, instance_start=0)
+    usage = quality.Ours().usage(stepped)
+    assert usage.peak == 300 * MI and usage.slope_bytes_per_s is None and usage.window is None
+    assert not quality.Ours().decide(limit=300 * MI, request=300 * MI, history=stepped).suspected_leak
+
+
+def test_the_simulated_prometheus_answers_the_operators_queries() -> None:
+    # Lives of two pods: the first pod lived minutes 0–9 (the lookback of 15 min starts later), the
+    # second 12–19; nothing ran in minutes 10–11. Kill at minute 19, looked up at 19:30.
+    observed = [10 * MI] * 10 + [quality.NO_SAMPLE] * 2 + [MI * (20 + m) for m in range(8)]
+    lives = [promsim.Life(pod=promsim.pod_name(0), start=0, end=9), promsim.Life(pod=promsim.pod_name(1), start=12, end=19)]
+    prometheus = promsim.Prometheus(observed=observed, lives=lives, epoch=0)
+    selector = f'{{pod=~"{promsim.pod_name(1)}"}}'
+    rows = prometheus.custom_query_range(
+        f"max by (container, pod, id) (max_over_time(container_memory_working_set_bytes{selector}[120s]))",
+        datetime.datetime.fromtimestamp(660, datetime.UTC),
+        datetime.datetime.fromtimestamp(1170, datetime.UTC), "120s",
+    )
+    # Instants 660, 780, …, 1140; each the highest sample of (t − 120 s, t] of the second pod's life.
+    assert rows == [{"metric": {"container": "app", "pod": promsim.pod_name(1), "id": lives[1].series_id},
+                     "values": [[780, str(21 * MI)], [900, str(23 * MI)], [1020, str(25 * MI)], [1140, str(27 * MI)]]}]
+    ws = f'container_memory_working_set_bytes{{pod=~"{promsim.pod_name(0)}|{promsim.pod_name(1)}"}}'
+    stats = prometheus.custom_query(f"max_over_time({ws}[900s]) or quantile_over_time(0.95, (max by (container, pod) ({ws}))[900s:300s])",
+                                    params={"time": "1170.000"})
+    # Peak over (270, 1170]: minutes 5–19. p95 over the instants 300, 600, 900 (first pod: 10Mi;
+    # second pod: minute 15 only, 23Mi), the higher of the two pods.
+    assert {r["metric"]["oomtuner_stat"]: float(r["value"][1]) for r in stats} == {"peak": 27 * MI, "p95": 23 * MI}
+
+
+# --- the increaseFactor sweep ---------------------------------------------------------------------
+
+
+def test_the_sweep_is_deterministic_and_holds_the_normal_run_at_the_default_factor() -> None:
+    options = {"seed": 2, "traces_per_family": 2, "days": 3, "stable_days": 1, "families": ("step", "startup")}
+    first = quality.run(**options, sweep_factors=(1.2, 1.5, 2.0))  # type: ignore[arg-type]
+    again = quality.run(**options, sweep_factors=(1.2, 1.5, 2.0))  # type: ignore[arg-type]
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert first["sweep"]["factors"] == ["1.2", "1.5", "2"]
+    plain = quality.run(**options)  # type: ignore[arg-type]
+    assert "sweep" not in plain and plain["families"] == first["families"]
+    for family in ("step", "startup"):
+        at_default = dict(first["sweep"]["families"][family]["1.5"])
+        assert at_default.pop("target") == plain["target"][family]
+        assert at_default == plain["families"][family]["ours"]
+
+
+def test_a_bigger_factor_bumps_more_in_one_kill() -> None:
+    (low, high) = quality.sweep_strategies([1.2, 2.0])
+    assert low.decide(limit=1000 * MI, request=1000 * MI, history=history(limit=1000 * MI)).limit == 1200 * MI
+    assert high.decide(limit=1000 * MI, request=1000 * MI, history=history(limit=1000 * MI)).limit == 2000 * MI
+
+
+def test_cli_sweep(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--seed", "3", "--traces-per-family", "1", "--days", "2", "--stable-days", "1", "--families", "steady"]
+    assert quality.main([*args, "--format", "table", "--sweep-factor", "1.3,1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "ours by increaseFactor" in out and "x1.3" in out and "x1.5" in out
+    assert quality.main([*args, "--format", "json", "--sweep-factor", "1.3,1.5"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["sweep"]["families"]["steady"]) == ["1.3", "1.5"]
+    for bad in ("1.0", "x", "1.5,1.50"):
+        with pytest.raises(SystemExit):
+            quality.main([*args, "--sweep-factor", bad])
