@@ -95,26 +95,69 @@ def _connect(kubeconfig: str | None, context: str | None) -> Any:
 
 _kubeconfig = click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to the kubeconfig (default: $KUBECONFIG).")
 _context = click.option("--context", help="The kubeconfig context to use.")
+_PROMETHEUS_OPTIONS = (
+    click.option("--prometheus-url", help="Prometheus base URL (default: $OOMTUNER_PROMETHEUS_URL)."),
+    click.option("--prometheus-bearer-token-file",
+                 help="File with a bearer token for Prometheus, read on every query (default: $OOMTUNER_PROMETHEUS_BEARER_TOKEN_FILE)."),
+    click.option("--prometheus-ca-file", help="CA bundle for Prometheus' TLS certificate (default: $OOMTUNER_PROMETHEUS_CA_FILE)."),
+    click.option("--prometheus-timeout", help="Timeout of one Prometheus query, e.g. 5s (default: $OOMTUNER_PROMETHEUS_TIMEOUT or 5s)."),
+)
+
+
+def _prometheus_options(command: Any) -> Any:
+    """The operator's Prometheus settings as flags (`run` and `report` share them and their variables);
+    the command takes them as `**prometheus`, named as the settings are."""
+    for option in reversed(_PROMETHEUS_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _settings(**overrides: Any) -> config.Settings:
+    """The `OOMTUNER_*` settings with the flags that were given on top (None: not given), validated."""
+    try:
+        settings = config.from_environ()
+    except config.SettingsError as exc:
+        raise _Fail(str(exc)) from None
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    try:
+        return config.Settings.model_validate(settings.model_dump())
+    except ValueError as exc:  # pydantic's ValidationError, e.g. a --prometheus-timeout that is no duration
+        raise _Fail(str(exc).splitlines()[0] + ": " + " ".join(str(exc).splitlines()[1:3])) from None
 
 
 @main.command()
 @click.option("-n", "--namespace", help="Only this namespace (default: all namespaces).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True, help="Victims listed per node.")
+@_prometheus_options
 @_kubeconfig
 @_context
-def report(namespace: str | None, output: str, top: int, kubeconfig: str | None, context: str | None) -> None:
-    """Workloads with OOM kills, and who dies next on each node."""
+def report(
+    namespace: str | None, output: str, top: int, kubeconfig: str | None, context: str | None, **prometheus: str | None
+) -> None:
+    """Workloads with OOM kills, and who dies next on each node.
+
+    With Prometheus (--prometheus-url, or the operator's OOMTUNER_PROMETHEUS_URL), the next victims
+    are ranked by each container's working set now; without it (or --prometheus-url=''), or when it
+    fails, by memory request, and one warning on stderr says so.
+    """
     from oomtuner import report as report_mod
     from oomtuner.kube import api
+    from oomtuner.prom import usage
 
+    settings = _settings(**prometheus)
+    # The report says once on stderr what Prometheus did; the prom layer's log lines are for the operator's log.
+    logging.getLogger("oomtuner.prom").addHandler(logging.NullHandler())
     cl = _connect(kubeconfig, context)
     try:
-        result = report_mod.collect(cl, namespace=namespace, top=top)
+        result = report_mod.collect(cl, namespace=namespace, top=top, usage=usage.from_settings(settings))
     except api.ApiError as exc:
         raise _Fail(str(exc)) from None
     except OSError as exc:
         raise _Fail(f"cannot reach the API server: {exc}") from None
+    warning = report_mod.warning(result)
+    if warning:
+        click.echo(f"oomtuner: {warning}", err=True)
     if output == "json":
         click.echo(json.dumps(result, indent=2))
     else:
@@ -191,10 +234,7 @@ def _setup_logging(settings: config.Settings, verbose: bool) -> None:
 @click.option("--priority", type=int, help="Peering priority; give each replica its own.")
 @click.option("--priority-from-pod-name", is_flag=True,
               help="Derive a distinct peering priority from $POD_NAME (or $HOSTNAME): for replicas of a Deployment.")
-@click.option("--prometheus-url", help="Prometheus base URL for usage history.")
-@click.option("--prometheus-bearer-token-file", help="File with a bearer token for Prometheus (read on every query).")
-@click.option("--prometheus-ca-file", help="CA bundle for Prometheus' TLS certificate.")
-@click.option("--prometheus-timeout", help="Timeout of one Prometheus query, e.g. 5s.")
+@_prometheus_options
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), help="auto: JSON when not on a terminal.")
 @click.option("-v", "--verbose", is_flag=True)
 @_kubeconfig
@@ -208,14 +248,11 @@ def run(
     standalone: bool | None,
     priority: int | None,
     priority_from_pod_name: bool,
-    prometheus_url: str | None,
-    prometheus_bearer_token_file: str | None,
-    prometheus_ca_file: str | None,
-    prometheus_timeout: str | None,
     log_format: str | None,
     verbose: bool,
     kubeconfig: str | None,
     context: str | None,
+    **prometheus: str | None,
 ) -> None:
     """Run the operator against the current cluster."""
     import kopf
@@ -232,28 +269,16 @@ def run(
         if not pod_name:
             raise _Fail("--priority-from-pod-name needs $POD_NAME or $HOSTNAME")
         priority = config.priority_from_name(pod_name)
-    try:
-        settings = config.from_environ()
-    except config.SettingsError as exc:
-        raise _Fail(str(exc)) from None
-    overrides = {
-        "namespaces": list(namespaces) or (None if not all_namespaces else []),
-        "default_mode": default_mode,
-        "metrics_port": metrics_port,
-        "liveness_port": liveness_port,
-        "standalone": standalone,
-        "priority": priority,
-        "prometheus_url": prometheus_url,
-        "prometheus_bearer_token_file": prometheus_bearer_token_file,
-        "prometheus_ca_file": prometheus_ca_file,
-        "prometheus_timeout": prometheus_timeout,
-        "log_format": log_format,
-    }
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    try:
-        settings = config.Settings.model_validate(settings.model_dump())
-    except ValueError as exc:  # pydantic's ValidationError, e.g. a --prometheus-timeout that is no duration
-        raise _Fail(str(exc).splitlines()[0] + ": " + " ".join(str(exc).splitlines()[1:3])) from None
+    settings = _settings(
+        namespaces=list(namespaces) or (None if not all_namespaces else []),
+        default_mode=default_mode,
+        metrics_port=metrics_port,
+        liveness_port=liveness_port,
+        standalone=standalone,
+        priority=priority,
+        log_format=log_format,
+        **prometheus,
+    )
     _setup_logging(settings, verbose)
     memory.limit_arenas()
     if kubeconfig:

@@ -6,7 +6,9 @@ thread, so the API calls it makes never block kopf's event loop. State that must
 lives in the cluster (the recommendations' kill ledgers); the in-memory state here is a cache:
 - node capacity and recent node-wide OOMs, fed by the Node and Event watches;
 - the valid policies per namespace, fed by the OOMPolicy watch;
-- the identities of kills already handled, so a pod's repeated status updates cost nothing.
+- the identities of kills already handled, so a pod's repeated status updates cost nothing;
+- the Auto-mode patches held back by a cooldown, rebuilt from the recommendations' status (which
+  says `CooldownActive`) when the watch lists them after a restart.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from oomtuner.domain import (
     child_kills,
     classify,
     duration,
+    held,
     kills,
     ledger,
     patch,
@@ -50,6 +53,7 @@ RESOURCE_QUOTA_TTL = 10.0  # seconds
 QUOTA_WARNINGS = 1_000  # distinct quota warnings remembered, so each is logged once
 RECOMMENDATION_CACHE = 20_000
 NODE_OOM_MEMORY = 64
+DEFERRED_RETRY = datetime.timedelta(seconds=30)  # a held patch whose reads failed is tried again after this
 
 
 def utcnow() -> datetime.datetime:
@@ -281,14 +285,7 @@ class Operator:
             return
         now = timestamps.format(self.clock())
         generation = meta.get("generation")
-        problem: str | None = None
-        parsed: policy.OOMPolicy | None = None
-        try:
-            parsed = policy.parse(body, source=f"OOMPolicy {namespace}/{name}")
-            found = policies.problem(parsed)
-            problem = f"OOMPolicy {namespace}/{name}: {found}" if found else None
-        except policy.InvalidPolicy as exc:
-            problem = str(exc)
+        parsed, problem = _read_policy(body, namespace=namespace, name=name)
         if problem is not None or parsed is None:
             self.policies[namespace].pop(name, None)
             message = problem or "unreadable"
@@ -813,12 +810,17 @@ class Operator:
     # ---- applying ------------------------------------------------------------------------------
 
     def on_recommendation(self, body: Mapping[str, Any]) -> bool:
-        """Apply an approved recommendation once per approval. Returns True when it acted."""
+        """Apply an approved recommendation once per approval. Returns True when it acted.
+
+        Also schedules the Auto-mode patch its status says is held back by the cooldown: that is how
+        the schedule comes back after a restart, when the watch lists every recommendation.
+        """
         try:
             rec = recommendation.parse(body)
         except Exception as exc:
             logger.warning("ignoring unreadable OOMRecommendation: %s", exc)
             return False
+        self._hold(rec)
         if not rec.spec.approved or rec.status.appliedGeneration == rec.metadata.generation:
             return False
         if not rec.status.containers:
@@ -835,11 +837,46 @@ class Operator:
             self._apply(rec, target=target, chosen=chosen, trigger="approval")
         return True
 
+    def _cooldown(self, chosen: policy.OOMPolicy | None) -> datetime.timedelta:
+        return duration.parse(chosen.spec.cooldown) if chosen else self.default_cooldown
+
+    def _hold(self, rec: recommendation.OOMRecommendation) -> None:
+        """Schedule the Auto-mode patch that `rec`'s status holds back by the cooldown, if any.
+
+        Runs on every recommendation event, the operator's own status writes included, so it makes
+        no API call: the policy is the one the status names, as far as the policy watch has brought
+        it. At start-up that watch may come after this one; the mode is then the one the status
+        recorded, and the cooldown is judged when the patch is due. `apply_due` reads everything
+        again (recommendation, workload, policy, mode, ignore annotations) before it patches, so an
+        entry here is at worst an early look, never a patch the policy does not allow.
+        """
+        status = rec.status
+        namespace = rec.metadata.namespace or ""
+        chosen = self.policies.get(namespace, {}).get(status.policy) if status.policy else None
+        if status.policy and chosen is None:
+            mode, cooldown = status.mode, None
+        else:
+            mode, cooldown = selection.effective_mode(chosen, default=self.settings.default_mode), self._cooldown(chosen)
+        if mode != types.Mode.AUTO:
+            return
+        due = held.due_at(status, cooldown=cooldown, now=self.clock())
+        if due is None:
+            return
+        with self._guard:
+            # What `_apply` scheduled, having read the policy and the workload, stands.
+            self._deferred.setdefault(f"{namespace}/{rec.metadata.name}", due)
+
     def apply_due(self) -> int:
         """Apply the Auto-mode patches whose cooldown has ended. Returns how many were tried.
 
-        Held back only in memory: after a restart, the next kill of the workload brings its
-        recommendation back, and the cooldown is judged again from status.appliedAt.
+        The schedule is kept in memory. It is filled when a patch is held back (`_apply`) and from
+        every recommendation event whose status says one is (`_hold`): after a restart, kopf's
+        listing of the recommendations brings it back, and a cooldown that ended while the operator
+        was down is due at once. Before patching, the recommendation and its workload are read
+        afresh, and the phase, the policy's mode, the ignore annotations and the cooldown (from
+        status.appliedAt) are judged again; a workload deleted meanwhile is skipped. A policy the
+        status names but the policy watch has not brought yet is read first. A failure (an API error,
+        the server out of reach) puts the patch back for another try after DEFERRED_RETRY.
         """
         now = self.clock()
         with self._guard:
@@ -847,20 +884,42 @@ class Operator:
             for key in due:
                 del self._deferred[key]
         for key in due:
-            namespace, name = key.split("/", 1)
-            with self._locks[key]:
-                rec = store.get_recommendation(self.client, namespace=namespace, name=name)
-                if rec is None or rec.status.phase not in (types.Phase.PENDING, types.Phase.CAPPED):
-                    continue
-                ref = rec.spec.targetRef
-                target = owners.read_workload(self.client, kind=ref.kind, namespace=namespace, name=ref.name)
-                if target is None:
-                    continue
-                chosen = self._policy_for(target)
-                if selection.effective_mode(chosen, default=self.settings.default_mode) != types.Mode.AUTO:
-                    continue
-                self._apply(rec, target=target, chosen=chosen, trigger="auto, after the cooldown")
+            try:
+                self._apply_held(key)
+            except Exception as exc:  # noqa: BLE001 - an API error or an unreachable server: tried again, not lost
+                metrics.RECONCILE_ERRORS.labels(kind="deferred patch").inc()
+                logger.warning("%s: the patch held back by the cooldown is tried again in %s: %s",
+                               key, duration.format(DEFERRED_RETRY), exc)
+                with self._guard:
+                    self._deferred.setdefault(key, self.clock() + DEFERRED_RETRY)
         return len(due)
+
+    def _apply_held(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        with self._locks[key]:
+            rec = store.get_recommendation(self.client, namespace=namespace, name=name)
+            if rec is None or rec.status.phase not in (types.Phase.PENDING, types.Phase.CAPPED):
+                return
+            ref = rec.spec.targetRef
+            target = owners.read_workload(self.client, kind=ref.kind, namespace=namespace, name=ref.name)
+            if target is None:
+                return
+            if rec.status.policy and rec.status.policy not in self.policies.get(namespace, {}):
+                self._learn_policies(namespace)
+            chosen = self._policy_for(target)
+            if selection.effective_mode(chosen, default=self.settings.default_mode) != types.Mode.AUTO:
+                return
+            self._apply(rec, target=target, chosen=chosen, trigger="auto, after the cooldown")
+
+    def _learn_policies(self, namespace: str) -> None:
+        """Read a namespace's valid policies that the policy watch has not brought yet (at start-up
+        it may come after the recommendations), so the policy chosen for a held patch is the right
+        one. Only learnt: the watch still reports on each policy in its status."""
+        for body in store.list_policies(self.client, namespace=namespace):
+            name = str((body.get("metadata") or {}).get("name") or "")
+            parsed, problem = _read_policy(body, namespace=namespace, name=name)
+            if parsed is not None and problem is None:
+                self.policies[namespace].setdefault(name, parsed)
 
     def _note(self, rec: recommendation.OOMRecommendation, *, reason: str, message: str, generation: bool = False,
               ok: bool = False) -> recommendation.OOMRecommendation:
@@ -892,10 +951,10 @@ class Operator:
         if not approval and rec.status.phase == types.Phase.SUSPECTED_LEAK:
             return
         now = self.clock()
-        cooldown = duration.parse(chosen.spec.cooldown) if chosen else self.default_cooldown
+        cooldown = self._cooldown(chosen)
         remaining = recommend.cooldown_remaining(last_applied=timestamps.parse(rec.status.appliedAt), cooldown=cooldown, now=now)
         if not approval and remaining > datetime.timedelta(0):
-            self._note(rec, reason="CooldownActive", message=f"last patch at {rec.status.appliedAt}; next one allowed in {duration.format(remaining)}")
+            self._note(rec, reason=held.COOLDOWN_ACTIVE, message=f"last patch at {rec.status.appliedAt}; next one allowed in {duration.format(remaining)}")
             with self._guard:
                 self._deferred[f"{rec.metadata.namespace}/{rec.metadata.name}"] = now + remaining
             return
@@ -999,6 +1058,16 @@ def _kill_message(item: ledger.Classified) -> str:
         f"{' at ' + timestamps.format(k.at) if k.at else ''} on node {k.node or 'unknown'}: {item.classification.value}"
         f" ({item.reason}); memory limit {limit}, QoS {k.qos_class.value}, oom_score_adj {adj}"
     )
+
+
+def _read_policy(body: Mapping[str, Any], *, namespace: str, name: str) -> tuple[policy.OOMPolicy | None, str | None]:
+    """The policy in `body` and what is wrong with it (None when it is valid); never raises."""
+    try:
+        parsed = policy.parse(body, source=f"OOMPolicy {namespace}/{name}")
+    except policy.InvalidPolicy as exc:
+        return None, str(exc)
+    found = policies.problem(parsed)
+    return parsed, (f"OOMPolicy {namespace}/{name}: {found}" if found else None)
 
 
 def _same_policy_status(old: Mapping[str, Any], new: policy.OOMPolicyStatus) -> bool:

@@ -48,6 +48,12 @@ def _container_status(rec: dict[str, Any], name: str = "app") -> dict[str, Any]:
     return next(c for c in rec["status"]["containers"] if c["name"] == name)
 
 
+def _held_back(rec: dict[str, Any], kills: int) -> bool:
+    """The kill is recorded and the patch held back by the cooldown: two status writes, a moment apart."""
+    applied = next((c for c in rec["status"].get("conditions") or [] if c["type"] == "Applied"), {})
+    return rec["status"].get("totalKills") == kills and applied.get("reason") == "CooldownActive"
+
+
 def test_recommend_mode_explains_the_kill_and_leaves_the_workload(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
     pod = kit.running_pods(kube, namespace, "web")[0]
@@ -108,9 +114,7 @@ def test_auto_mode_patches_rolls_out_and_respects_the_cooldown(kube: api.Client,
 
     # A second kill inside the cooldown is recorded, but does not patch again.
     _kill(core_v1, namespace, new_pods[0])
-    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] == 2)
-    applied = next(c for c in rec["status"]["conditions"] if c["type"] == "Applied")
-    assert applied["reason"] == "CooldownActive"
+    kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: _held_back(r, 2), what="the second kill, held back")
     time.sleep(2)
     assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
     assert len(kit.events_for(kube, namespace, reason="ResourcesPatched", name="web")) == 1
@@ -351,26 +355,54 @@ def test_metrics_count_kills(kube: api.Client, core_v1: Any, operator: OperatorP
     assert "oomtuner_detection_latency_seconds_count" in text
 
 
-def test_a_patch_held_back_by_the_cooldown_is_applied_when_it_ends(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
-    _policy(kube, namespace, {"mode": "Auto", "cooldown": "8s"})
+def _patch_then_hold_back(kube: api.Client, core_v1: Any, namespace: str, *, cooldown: str) -> dict[str, Any]:
+    """An Auto policy with `cooldown`; a kill of Deployment web patches it to 384Mi, then a pod of the
+    new template dies inside the cooldown: recorded, held back. Returns the recommendation then."""
+    _policy(kube, namespace, {"mode": "Auto", "cooldown": cooldown})
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=2))
     first = kit.running_pods(kube, namespace, "web", count=2)[0]
     _kill(core_v1, namespace, first)
     kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi",
                  what="the first patch")
-    # A pod of the new template dies inside the cooldown: recorded, held back.
     second = kit.wait_for(
         lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
                  if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"
                  and (p.get("status") or {}).get("phase") == "Running"], timeout=60, what="a rolled-out pod")[0]
     _kill(core_v1, namespace, second)
-    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"]["totalKills"] == 2)
-    assert next(c for c in rec["status"]["conditions"] if c["type"] == "Applied")["reason"] == "CooldownActive"
+    return kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: _held_back(r, 2),
+                                   what="the second kill, held back")
+
+
+def test_a_patch_held_back_by_the_cooldown_is_applied_when_it_ends(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    _patch_then_hold_back(kube, core_v1, namespace, cooldown="8s")
     assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
     # No further kill: the held-back patch goes out once the cooldown has passed.
     kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "576Mi",
                  timeout=30, what="the held-back patch after the cooldown")
     # Events go out from their own threads: wait for the second one.
+    patched = kit.wait_for(lambda: (found := kit.events_for(kube, namespace, reason="ResourcesPatched", name="web"))
+                           and len(found) >= 2 and found, what="the second ResourcesPatched event")
+    assert len(patched) == 2 and any("after the cooldown" in e["message"] for e in patched)
+
+
+def test_a_patch_held_back_by_the_cooldown_survives_an_operator_restart(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    cooldown = 15  # seconds: long enough that the operator is stopped before it ends
+    held_back = _patch_then_hold_back(kube, core_v1, namespace, cooldown=f"{cooldown}s")
+    first_patch = held_back["status"]["appliedAt"]
+
+    # The schedule of the held-back patch was in the stopped process' memory only.
+    operator.stop()
+    assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "384Mi"
+    operator.start()
+    # No further kill: the restarted operator finds the held-back patch in the recommendation's status.
+    kit.wait_for(lambda: _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "576Mi",
+                 timeout=60, what="the held-back patch after the restart")
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: r["status"].get("phase") == "Applied"
+                                  and r["status"]["appliedAt"] != first_patch)
+    waited = (datetime.datetime.fromisoformat(rec["status"]["appliedAt"].replace("Z", "+00:00"))
+              - datetime.datetime.fromisoformat(first_patch.replace("Z", "+00:00")))
+    assert waited >= datetime.timedelta(seconds=cooldown), f"patched {waited} after the first patch, inside the cooldown"
+    assert rec["status"]["totalKills"] == 2
     patched = kit.wait_for(lambda: (found := kit.events_for(kube, namespace, reason="ResourcesPatched", name="web"))
                            and len(found) >= 2 and found, what="the second ResourcesPatched event")
     assert len(patched) == 2 and any("after the cooldown" in e["message"] for e in patched)

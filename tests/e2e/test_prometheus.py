@@ -1,7 +1,8 @@
-"""Usage history from a real Prometheus, its failures, and the operator's own /metrics, end to end.
+"""Usage history from a real Prometheus, its failures, and the operator's own /metrics, end to end;
+and `oomtuner report`'s ranking of the next victims by the working set it reads there.
 
 Real: the lab's API server, controller-manager and scheduler; `oomtuner run` as a process with
-`OOMTUNER_PROMETHEUS_URL`; Debian's Prometheus 2.42 (`/usr/bin/prometheus`) with its TSDB, scraping
+`OOMTUNER_PROMETHEUS_URL`, and `oomtuner report` as a process; Debian's Prometheus 2.42 (`/usr/bin/prometheus`) with its TSDB, scraping
 every second; PromQL. History older than the test is real TSDB data too: the exporter's traces are
 written as OpenMetrics and turned into blocks by `promtool tsdb create-blocks-from openmetrics`
 before Prometheus starts.
@@ -13,8 +14,12 @@ SystemOOM events on a node of the test's own).
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +32,7 @@ from oomtuner.lab import exporter as lab_exporter
 from oomtuner.lab import inject
 from oomtuner.lab import prometheus as lab_prometheus
 from tests.e2e import kit
-from tests.e2e.conftest import OperatorProcess
+from tests.e2e.conftest import ROOT, OperatorProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -410,3 +415,64 @@ def test_metrics_endpoint_counters_move(
     assert _metric(after, "oomtuner_recommendations", phase="Applied") >= 1
     assert "oomtuner_prometheus_query_failures_total " in after
     assert "oomtuner_reconcile_errors_total" in after or "# HELP oomtuner_reconcile_errors_total" in after
+
+
+def test_report_ranks_the_next_victims_by_usage_with_prometheus_and_by_request_without(
+    kube: api.Client, kubeconfig: str, prometheus: lab_prometheus.Server, exporter: lab_exporter.Exporter, namespace: str,
+) -> None:
+    node = kit.dedicated_node(kube, f"{namespace}-node")
+    if node is None:
+        pytest.skip("needs a node of the test's own (the lab's kwok): other pods on a shared node would be ranked too")
+    try:
+        # On the 16Gi node: `big` requests 4Gi and uses 100Mi, `greedy` requests 128Mi and uses 3Gi,
+        # `quiet` requests 256Mi and has no series at all.
+        for name, request in (("big", "4Gi"), ("greedy", "128Mi"), ("quiet", "256Mi")):
+            kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.on_node(
+                kit.deployment(name, containers=[kit.container(request=request, limit="8Gi")]), node))
+        big, greedy, quiet = (_pod(kube, namespace, name) for name in ("big", "greedy", "quiet"))
+        start = time.time() - 60
+        for pod, value in ((big, 100 * MI), (greedy, 3 * 1024 * MI)):
+            exporter.traces.set(lab_exporter.Trace.constant(namespace=namespace, pod=pod, container="app", value=value, start=start))
+        kit.wait_for(lambda: len(prometheus.query(f'container_memory_working_set_bytes{{namespace="{namespace}"}}')) == 2,
+                     what="Prometheus to scrape the two traces")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OOMTUNER_PROMETHEUS_")}
+
+        def report(*args: str, **extra_env: str) -> tuple[list[tuple[str, str, int]], dict[str, Any], str]:
+            """`oomtuner report` as a user runs it: the node's ranking (pod, basis, memory), the
+            ranking's summary, and stderr."""
+            done = subprocess.run([sys.executable, "-m", "oomtuner", "report", "-n", namespace, "-o", "json",
+                                   "--kubeconfig", kubeconfig, *args],
+                                  capture_output=True, text=True, env={**env, **extra_env}, cwd=ROOT, timeout=60)
+            assert done.returncode == 0, done.stderr
+            out = json.loads(done.stdout)
+            (mine,) = (n for n in out["nodes"] if n["name"] == node)
+            return [(v["pod"], v["basis"], v["memory"]) for v in mine["nextVictims"]], out["ranking"], done.stderr
+
+        # With Prometheus (the operator's variable is enough): the kernel's choice by what is used now.
+        ranked, ranking, stderr = report(OOMTUNER_PROMETHEUS_URL=prometheus.url)
+        assert ranked == [(greedy, "usage", 3 * 1024 * MI), (quiet, "request", 256 * MI), (big, "usage", 100 * MI)]
+        assert ranking["basis"] == "usage" and ranking["prometheus"] == prometheus.url and stderr == ""
+        assert ranking["message"].startswith(f"by working set now, from Prometheus at {prometheus.url}, for ")
+        assert report("--prometheus-url", prometheus.url)[0] == ranked
+
+        # Without it: by request, where `big` comes first, and one line on stderr says so.
+        ranked, ranking, stderr = report()
+        assert ranked == [(big, "request", 4 * 1024 * MI), (quiet, "request", 256 * MI), (greedy, "request", 128 * MI)]
+        assert ranking["basis"] == "request" and ranking["prometheus"] is None
+        assert stderr == ("oomtuner: warning: next victims ranked by memory request: "
+                          "no Prometheus is configured (--prometheus-url or OOMTUNER_PROMETHEUS_URL)\n")
+
+        # Prometheus hangs: one timeout, then the same ranking by request, and one line naming it.
+        prometheus.pause()
+        try:
+            started = time.monotonic()
+            failed, ranking, stderr = report("--prometheus-url", prometheus.url, "--prometheus-timeout", "1s")
+        finally:
+            prometheus.resume()
+        assert time.monotonic() - started < 20
+        assert failed == ranked and ranking["basis"] == "request"
+        assert stderr.startswith(f"oomtuner: warning: next victims ranked by memory request: Prometheus at {prometheus.url}: "
+                                 "query failed: ") and "timed out" in stderr
+        assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    finally:
+        kube.delete(f"/api/v1/nodes/{node}")

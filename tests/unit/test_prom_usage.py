@@ -428,3 +428,75 @@ def test_node_usage_goes_through_the_breaker_and_the_failure_counter(fake: FakeP
     assert "not queried" in src.node_usage(node_q()).message and "not queried" in src.history(query()).message
     assert len(fake.requests) == 1 and failures() == before + 1
 
+
+
+# ---- the working set now, for `oomtuner report` ------------------------------------------------------
+
+
+def test_current_queries_read_the_latest_sample_per_namespace_in_one_query() -> None:
+    (text,) = usage.current_queries([("shop", "web-0"), ("shop", "a.b"), ("ops", "agent-x2x4z"), ("shop", "web-0")])
+    assert text == (
+        'max by (namespace, pod, container) (container_memory_working_set_bytes'
+        '{namespace="ops",pod=~"agent-x2x4z",container!="",container!="POD"}) or '
+        'max by (namespace, pod, container) (container_memory_working_set_bytes'
+        '{namespace="shop",pod=~"a\\\\.b|web-0",container!="",container!="POD"})'
+    )
+    assert "max_over_time" not in text  # now, not a peak over a window
+    assert usage.current_queries([]) == []
+
+
+def _pods_in(queries: list[str]) -> list[tuple[str, str]]:
+    found = []
+    for text in queries:
+        for namespace, pattern in re.findall(r'namespace=("[^"]*"),pod=~("(?:[^"\\]|\\.)*")', text):
+            found += [(json.loads(namespace), p.replace("\\.", ".")) for p in json.loads(pattern).split("|")]
+    return found
+
+
+@pytest.mark.parametrize("max_chars", [300, 1000, usage.MAX_QUERY_CHARS])
+def test_current_queries_stay_within_the_bound_and_ask_for_every_pod_once(max_chars: int) -> None:
+    pods = [("shop", f"web-7d4b9c8f6d-{i:05d}") for i in range(400)] + [("ops", f"agent.{i}") for i in range(30)]
+    pods += [("a" * 63, "p" * 253)]  # the longest names Kubernetes allows
+    queries = usage.current_queries(pods, max_chars=max_chars)
+    assert sorted(_pods_in(queries)) == sorted(pods)
+    lengths = {q: len(urllib.parse.quote_plus(q)) for q in queries}
+    # Within the bound, except the query of the one pod whose term alone is longer.
+    assert [q for q in queries if lengths[q] > max_chars] == ([] if max_chars > 600 else [q for q in queries if "a" * 63 in q])
+    # Packed: no query but the last has room left for even a new term with one pod.
+    one_pod = len(urllib.parse.quote_plus(usage.current_queries([("shop", "web-7d4b9c8f6d-00000")])[0] + " or "))
+    assert all(lengths[q] > max_chars - one_pod for q in queries[:-1])
+    if max_chars == usage.MAX_QUERY_CHARS:
+        assert len(queries) == 2
+
+
+def test_a_pod_too_long_for_the_bound_still_gets_its_own_query() -> None:
+    assert _pods_in(usage.current_queries([("shop", "a-very-long-pod-name"), ("shop", "b")], max_chars=10)) == [
+        ("shop", "a-very-long-pod-name"), ("shop", "b")]
+
+
+def test_current_usage_packs_the_pods_into_few_queries_at_one_time(fake: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(usage, "MAX_QUERY_CHARS", 400)
+    pods = [("shop", f"web-{i}") for i in range(20)] + [("ops", "agent-x2x4z")]
+    fake.summary = [_node_row("shop", "web-3", "app", str(GI)), _node_row("ops", "agent-x2x4z", "agent", str(10 * MI)),
+                    _node_row("shop", "gone", "app", "1")]
+    found = source(fake.url).current_usage(pods, at=NOW)
+    assert found.ok and found.usage == {("shop", "web-3", "app"): GI, ("ops", "agent-x2x4z", "agent"): 10 * MI}
+    assert found.message == f"working set now, from Prometheus at {fake.url}"
+    assert len(fake.requests) == len(usage.current_queries(pods)) > 1
+    assert {params["time"] for _path, params, _headers in fake.requests} == {f"{NOW.timestamp():.3f}"}
+    assert all(path == "/api/v1/query" and params["timeout"] == "1s" for path, params, _headers in fake.requests)
+    fake.summary = []
+    empty = source(fake.url).current_usage(pods, at=NOW)
+    assert empty.outcome == usage.Outcome.NO_DATA and empty.message.endswith("for the 21 pod(s)")
+    assert source(fake.url).current_usage([], at=NOW).outcome == usage.Outcome.NO_DATA
+    assert usage.Disabled().current_usage(pods, at=NOW).outcome == usage.Outcome.NOT_CONFIGURED
+
+
+def test_current_usage_fails_as_a_whole_through_the_breaker(fake: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(usage, "MAX_QUERY_CHARS", 400)
+    fake.status, fake.body = 503, {"status": "error"}
+    before = failures()
+    failed = source(fake.url).current_usage([("shop", f"web-{i}") for i in range(20)], at=NOW)
+    assert failed.outcome == usage.Outcome.UNAVAILABLE and not failed.usage
+    assert failed.message.startswith(f"Prometheus at {fake.url}: query failed: ") and "HTTP Status Code 503" in failed.message
+    assert len(fake.requests) == 1 and failures() == before + 1  # the first failure stops the rest

@@ -425,6 +425,13 @@ def test_rank_victims_puts_the_kernels_choice_first() -> None:
     assert ranked[2].basis == "request"
     assert ranked[2].memory_bytes == 1 * GI
     assert ranked[0].basis == "usage"
+    # Both figures travel with the ranking, whichever the score used.
+    assert [(r.usage_bytes, r.request_bytes) for r in ranked] == [(6 * GI, 4 * GI), (1 * GI, None), (None, 1 * GI), (7 * GI, 7 * GI)]
+
+
+def test_usage_by_pod_regroups_per_pod() -> None:
+    found = qos.usage_by_pod({("ns", "p", "app"): 1, ("ns", "p", "side"): 2, ("other", "p", "app"): 3})
+    assert found == {("ns", "p"): {"app": 1, "side": 2}, ("other", "p"): {"app": 3}}
 
 
 def test_rank_victims_breaks_ties_deterministically() -> None:

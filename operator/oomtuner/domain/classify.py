@@ -244,9 +244,7 @@ def culprit_on_node(
         return no_culprit(f"no usage data for the pods on node {node}")
     if node_memory_capacity is None or node_memory_capacity <= 0:
         return no_culprit(f"the memory capacity of node {node} is unknown")
-    by_pod: dict[tuple[str, str], dict[str, int]] = {}
-    for (namespace, pod, container), value in usage.items():
-        by_pod.setdefault((namespace, pod), {})[container] = value
+    by_pod = qos.usage_by_pod(usage)
     candidates: list[qos.VictimCandidate] = []
     for pod in pods:
         measured = by_pod.get((pod.metadata.namespace or "", pod.metadata.name), {})

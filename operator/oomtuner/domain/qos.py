@@ -234,6 +234,8 @@ class RankedVictim:
     memory_bytes: int
     basis: Literal["usage", "request"]
     score: int
+    usage_bytes: int | None = None
+    request_bytes: int | None = None
 
 
 def victim_score(*, usage_bytes: int, capacity: int, oom_score_adj: int) -> int:
@@ -273,10 +275,20 @@ def rank_victims(candidates: Sequence[VictimCandidate], *, capacity: int) -> lis
                 score=victim_score(
                     usage_bytes=memory, capacity=capacity, oom_score_adj=candidate.oom_score_adj
                 ),
+                usage_bytes=candidate.usage_bytes,
+                request_bytes=candidate.request_bytes,
             )
         )
     ranked.sort(key=lambda v: (-v.score, -v.memory_bytes, v.namespace, v.pod, v.container))
     return ranked
+
+
+def usage_by_pod(usage: Mapping[tuple[str, str, str], int]) -> dict[tuple[str, str], dict[str, int]]:
+    """Usage keyed by (namespace, pod, container), regrouped per pod as `candidates_from_pod` takes it."""
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for (namespace, pod, container), value in usage.items():
+        found.setdefault((namespace, pod), {})[container] = value
+    return found
 
 
 def candidates_from_pod(

@@ -21,6 +21,9 @@ For a Node kill, one more *instant* query, at the kill (`node_usage`): the peak 
 `CULPRIT_WINDOW` up to it of every container of the pods on that node, matched by namespace and pod
 name. The reconcile layer names the likely culprit from it (`domain.classify.culprit_on_node`).
 
+For `oomtuner report`, *instant* queries of the working set now (`current_usage`) of every container
+of the pods it lists, one term per namespace, packed into as few queries as fit `MAX_QUERY_CHARS`.
+
 Every request carries a client timeout and Prometheus' own `timeout` parameter, is never retried,
 and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
 event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
@@ -45,6 +48,7 @@ import math
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -73,6 +77,9 @@ MAX_SERIES = 500
 # How far back from a node OOM the working set of the node's containers is read, for its culprit: a
 # few scrape intervals, so the last samples before the kill are in it.
 CULPRIT_WINDOW = datetime.timedelta(minutes=5)
+# The most characters of one query's PromQL once URL-encoded (queries are GET requests): proxies in
+# front of Prometheus commonly refuse request lines beyond 8KiB, and the other parameters need a few.
+MAX_QUERY_CHARS = 6000
 # Kubernetes' random name suffixes (k8s.io/apimachinery/pkg/util/rand) and pod-template-hash use
 # these characters only; matching them keeps `web` from matching the pods of `web-api`.
 _SUFFIX_CHARS = "[bcdfghjklmnpqrstvwxz2456789]"
@@ -124,9 +131,10 @@ class History:
         return "kills"
 
 
+NOT_CONFIGURED_MESSAGE = "no Prometheus is configured (OOMTUNER_PROMETHEUS_URL)"
 NOT_CONFIGURED = History(
     outcome=Outcome.NOT_CONFIGURED,
-    message="no Prometheus is configured (OOMTUNER_PROMETHEUS_URL); computed from the kills alone",
+    message=f"{NOT_CONFIGURED_MESSAGE}; computed from the kills alone",
 )
 
 
@@ -144,8 +152,9 @@ class NodeQuery:
 
 @dataclasses.dataclass(frozen=True)
 class NodeUsage:
-    """The answer: the peak working set per (namespace, pod, container) that had data, and how it
-    went; with data, `message` says what the numbers are (the basis of the culprit's evidence)."""
+    """The answer: the working set per (namespace, pod, container) that had data, and how it went;
+    with data, `message` says what the numbers are (the basis of the culprit's evidence). Both
+    `node_usage` (the peak near a kill) and `current_usage` (now) answer with it."""
 
     outcome: Outcome
     message: str
@@ -161,6 +170,8 @@ class Source(Protocol):
 
     def node_usage(self, query: NodeQuery) -> NodeUsage: ...
 
+    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage: ...
+
 
 class Disabled:
     """No Prometheus configured: every answer says so."""
@@ -169,7 +180,10 @@ class Disabled:
         return NOT_CONFIGURED
 
     def node_usage(self, query: NodeQuery) -> NodeUsage:
-        return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message="no Prometheus is configured (OOMTUNER_PROMETHEUS_URL)")
+        return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message=NOT_CONFIGURED_MESSAGE)
+
+    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage:
+        return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message=NOT_CONFIGURED_MESSAGE)
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
@@ -304,14 +318,70 @@ def node_query(query: NodeQuery) -> str:
     window = _seconds(query.window)
     terms = []
     for namespace in sorted({ns for ns, _ in query.pods}):
-        pods = "|".join(_escape(p) for p in sorted({p for ns, p in query.pods if ns == namespace}))
-        selector = "{" + f'namespace={_string(namespace)},pod=~{_string(pods)},container!="",container!="POD"' + "}"
+        selector = _containers_of(namespace, {p for ns, p in query.pods if ns == namespace})
         terms.append(f"max by (namespace, pod, container) (max_over_time({WORKING_SET}{selector}[{window}]))")
     return " or ".join(terms)
 
 
+def _containers_of(namespace: str, pods: Iterable[str]) -> str:
+    """The selector of every container of these pods (not the pod's own cgroup, nor its pause container)."""
+    pattern = "|".join(_escape(p) for p in sorted(pods))
+    return "{" + f'namespace={_string(namespace)},pod=~{_string(pattern)},container!="",container!="POD"' + "}"
+
+
+def _current_term(namespace: str, pods: Iterable[str]) -> str:
+    return f"max by (namespace, pod, container) ({WORKING_SET}{_containers_of(namespace, pods)})"
+
+
+def _encoded_length(text: str) -> int:
+    """How many characters `text` takes in a URL's query string (requests encodes it this way)."""
+    return len(urllib.parse.quote_plus(text))
+
+
+def current_queries(pods: Iterable[tuple[str, str]], *, max_chars: int | None = None) -> list[str]:
+    """The instant queries for the working set now of every container of `pods` ((namespace, pod)).
+
+    One term per namespace, joined with `or`, packed into as few queries as keep each within
+    `max_chars` (default `MAX_QUERY_CHARS`) once URL-encoded: a namespace that does not fit in what
+    is left of a query goes on in a term of the next one, and a term always holds at least one pod.
+    Each answer row is the latest sample of a series (what an instant selector gives: at most
+    Prometheus' lookback delta old, and none for a container that is gone), the highest where
+    several series match one container.
+    """
+    max_chars = MAX_QUERY_CHARS if max_chars is None else max_chars
+    by_namespace: dict[str, set[str]] = {}
+    for namespace, pod in pods:
+        by_namespace.setdefault(namespace, set()).add(pod)
+    joiner, bar = _encoded_length(" or "), _encoded_length("|")
+    queries: list[str] = []
+    terms: list[str] = []  # the closed terms of the query being filled
+    used = 0  # their encoded length, with the joiners between them
+    for namespace in sorted(by_namespace):
+        empty = _encoded_length(_current_term(namespace, ()))
+        names: list[str] = []
+        size = empty  # the encoded length of this namespace's open term
+        for pod in sorted(by_namespace[namespace]):
+            # The pod's part of the pattern as it appears in the PromQL string (the encodings are
+            # per character, so the parts' lengths add up).
+            part = _encoded_length(_string(_escape(pod))[1:-1])
+            if (names or terms) and used + (joiner if terms else 0) + size + (bar if names else 0) + part > max_chars:
+                if names:
+                    terms.append(_current_term(namespace, names))
+                queries.append(" or ".join(terms))
+                terms, used, names, size = [], 0, [], empty
+            size += part + (bar if names else 0)
+            names.append(pod)
+        if names:
+            used += size + (joiner if terms else 0)
+            terms.append(_current_term(namespace, names))
+    if terms:
+        queries.append(" or ".join(terms))
+    return queries
+
+
 def parse_node_usage(result: Sequence[Mapping[str, Any]], *, pods: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], int]:
-    """Peak working set per (namespace, pod, container) of the asked pods. Raises on a malformed answer."""
+    """Working set per (namespace, pod, container) of the asked pods, the highest where several series
+    match one container. Raises on a malformed answer."""
     wanted = set(pods)
     found: dict[tuple[str, str, str], int] = {}
     for row in result:
@@ -519,6 +589,24 @@ class PrometheusUsage:
             )
         return NodeUsage(outcome=Outcome.USED, usage=found,
                          message=f"peak working set over the {window} up to the kill, from Prometheus")
+
+    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage:
+        """The working set at `at` of every container of `pods` ((namespace, pod)), in as few
+        bounded queries as `current_queries` packs them. All or nothing: after a failed query the
+        answer is UNAVAILABLE and holds none of what earlier queries gave."""
+        wanted = frozenset(pods)
+        if not wanted:
+            return NodeUsage(outcome=Outcome.NO_DATA, message="no pods to look up")
+        found: dict[tuple[str, str, str], int] = {}
+        try:
+            for promql in current_queries(wanted):
+                found.update(self._query(promql, at=at, parse=lambda rows: parse_node_usage(rows, pods=wanted)))
+        except QueryFailed as exc:
+            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+        if not found:
+            return NodeUsage(outcome=Outcome.NO_DATA,
+                             message=f"Prometheus at {self.url} has no {WORKING_SET} for the {len(wanted)} pod(s)")
+        return NodeUsage(outcome=Outcome.USED, usage=found, message=f"working set now, from Prometheus at {self.url}")
 
     def _guarded(self, call: Callable[[], Any], parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
         """Run one query through the breaker; any failure (sending, HTTP, reading the answer) is
