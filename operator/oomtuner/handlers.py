@@ -99,6 +99,8 @@ async def stop_background(**_: Any) -> None:
     _STOP.set()
     for task in _TASKS:
         await task
+    if OPERATOR is not None:  # events still queued go out before the process ends (a few seconds at most)
+        await asyncio.to_thread(OPERATOR.events.flush, 5.0)
 
 
 def _oom_visible(body: Any, **_: Any) -> bool:

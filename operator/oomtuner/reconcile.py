@@ -129,7 +129,7 @@ class Operator:
         self._writing: set[str] = set()
         self._recs: dict[str, recommendation.OOMRecommendation] = {}
         # Events go out from a few threads of their own: best effort, and never on a workload's lock.
-        self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="oomtuner-events")
+        self.events = events.Poster(client)
         # The likely culprits of node OOMs are looked up (pods on the node, Prometheus) in threads of
         # their own, after the kill is recorded: a Node kill's event waits for its culprit, nothing else does.
         self._culprit_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="oomtuner-culprits")
@@ -160,7 +160,7 @@ class Operator:
         return written
 
     def _post(self, body: dict[str, Any]) -> None:
-        self._event_pool.submit(events.post, self.client, body)
+        self.events.submit(body)
 
     # ---- caches fed by watches -------------------------------------------------------------
 

@@ -250,6 +250,40 @@ def test_events_are_posted_on_the_workload(kube: api.Client, namespace: str) -> 
     assert found[0]["source"]["component"] == "oomtuner"
 
 
+def test_a_burst_of_state_events_goes_out_once_with_its_count(kube: api.Client, namespace: str) -> None:
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rec = {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMRecommendation", "name": "deployment-web",
+           "namespace": namespace, "uid": "0d3a0000-0000-4000-8000-000000000001"}
+    web = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "namespace": namespace,
+           "uid": "0d3a0000-0000-4000-8000-000000000002"}
+    poster = events.Poster(kube, workers=2, linger=3.0, idle_timeout=1.0)
+    for i in range(50):
+        poster.submit(events.build(involved=rec, reason=events.Reason.RECOMMENDATION_UPDATED, message=f"update {i}", now=now))
+    for i in range(3):
+        poster.submit(events.build(involved=web, reason=events.Reason.OOM_KILL_DETECTED, message=f"kill {i}", now=now))
+    # Events that are not about a state go out at once, each; the state event lingers.
+    wait_for(lambda: len([e for e in kube.list(f"/api/v1/namespaces/{namespace}/events")
+                          if e["reason"] == "OOMKillDetected"]) == 3, timeout=2.5, what="the kill events, before the linger ends")
+    assert poster.pending() == 1
+    # It goes out once, with the newest message and the count of the copies it stands for.
+    wait_for(lambda: poster.pending() == 0, timeout=30, what="the lingering event to go out")
+    posted = kube.list(f"/api/v1/namespaces/{namespace}/events")
+    updates = [e for e in posted if e["reason"] == "RecommendationUpdated"]
+    assert [(e["message"], e["count"]) for e in updates] == [("update 49", 50)]
+    assert sorted(e["message"] for e in posted if e["reason"] == "OOMKillDetected") == ["kill 0", "kill 1", "kill 2"]
+    # flush() does not wait for a linger: the operator calls it when it stops.
+    poster.submit(events.build(involved=rec, reason=events.Reason.RECOMMENDATION_UPDATED, message="final", now=now))
+    assert poster.flush(timeout=2.0)
+    assert "final" in {e["message"] for e in kube.list(f"/api/v1/namespaces/{namespace}/events")}
+    # Idle threads end; the next event starts one again.
+    wait_for(lambda: poster.threads() == 0, timeout=10, what="idle event threads to end")
+    poster.submit(events.build(involved=web, reason=events.Reason.OOM_KILL_DETECTED, message="kill 3", now=now))
+    assert poster.flush(timeout=30)
+    assert "kill 3" in {e["message"] for e in kube.list(f"/api/v1/namespaces/{namespace}/events")}
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
