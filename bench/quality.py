@@ -5,6 +5,7 @@ Usage (from the repository root):
     .venv/bin/python bench/quality.py --seed 1 --traces-per-family 10           # JSON on stdout, table on stderr
     .venv/bin/python bench/quality.py --format table
     .venv/bin/python bench/quality.py --sweep-factor 1.2,1.3,1.4,1.5,1.75,2.0   # also ours by increaseFactor
+    .venv/bin/python bench/quality.py --sweep-factor 1.2,1.5 --sweep-without-usage  # ours-kills-only by it
 
 The simulator (`simulate`) walks a trace (bench/traces.py) minute by minute. A running container
 whose demand exceeds its limit is OOM-killed in that minute (a `Limit` kill: its limit, when the
@@ -55,6 +56,7 @@ time and kills until ours flagged the leak; `leak_flagged` on the other families
 
 `--sweep-factor` also runs `ours` with each given `increaseFactor` (the other settings at their
 defaults) on the same traces, and judges each against the peers like `ours` (JSON: "sweep").
+`--sweep-without-usage` sweeps `ours-kills-only` instead.
 """
 
 from __future__ import annotations
@@ -278,9 +280,13 @@ def factor_key(factor: float) -> str:
     return f"{factor:g}"
 
 
-def sweep_strategies(factors: Sequence[float]) -> list[Strategy]:
-    """"ours" (with usage) once per increaseFactor, the other memory settings at their defaults."""
-    return [Ours(name=factor_key(f), settings=policy.MemorySettings(increaseFactor=f)) for f in factors]
+def sweep_strategies(factors: Sequence[float], *, with_usage: bool = True) -> list[Strategy]:
+    """"ours" (or "ours-kills-only" without usage) once per increaseFactor, the other memory settings
+    at their defaults."""
+    return [
+        Ours(name=factor_key(f), with_usage=with_usage, settings=policy.MemorySettings(increaseFactor=f))
+        for f in factors
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,11 +425,13 @@ def run(
     families: Sequence[str] = traces.FAMILIES,
     make_strategies: Callable[[], list[Strategy]] = strategies,
     sweep_factors: Sequence[float] = (),
+    sweep_with_usage: bool = True,
 ) -> dict[str, Any]:
     """The whole benchmark as a JSON-able dict; the same arguments always give the same dict.
 
-    With `sweep_factors`, "sweep" holds "ours" with each `increaseFactor` (the other settings at
-    their defaults) on the same traces, each judged against the peers like "ours" is.
+    With `sweep_factors`, "sweep" holds "ours" (without `sweep_with_usage`, "ours-kills-only") with
+    each `increaseFactor` (the other settings at their defaults) on the same traces, each judged
+    against the peers like "ours" is.
     """
     result: dict[str, Any] = {
         "benchmark": "recommendation-quality",
@@ -435,7 +443,7 @@ def run(
         "target": {},
     }
     if sweep_factors:
-        result["sweep"] = {"factors": [factor_key(f) for f in sweep_factors], "families": {}}
+        result["sweep"] = {"factors": [factor_key(f) for f in sweep_factors], "usage": sweep_with_usage, "families": {}}
     for family in families:
         outcomes: dict[str, list[Outcome]] = {}
         swept: dict[str, list[Outcome]] = {}
@@ -443,7 +451,7 @@ def run(
             trace = traces.generate(family=family, seed=seed, index=i, days=days)
             for strategy in make_strategies():
                 outcomes.setdefault(strategy.name, []).append(simulate(trace, strategy, stable_days=stable_days))
-            for strategy in sweep_strategies(sweep_factors):
+            for strategy in sweep_strategies(sweep_factors, with_usage=sweep_with_usage):
                 swept.setdefault(strategy.name, []).append(simulate(trace, strategy, stable_days=stable_days))
         rows = result["families"][family] = {name: summarize(found) for name, found in outcomes.items()}
         peers = all(p in outcomes for p in PEERS)
@@ -499,8 +507,9 @@ def sweep_table(result: dict[str, Any]) -> str:
         mark = "*" if s.get("target", {}).get("met") else ""
         return f"{s['kills_mean']:.1f}/{_pct(s['waste_mean'])}{flags}{mark}"
 
+    swept = "ours" if sweep["usage"] else "ours-kills-only"
     lines = [
-        ("ours by increaseFactor (other settings default): mean kills / mean waste of the converged traces, "
+        (f"{swept} by increaseFactor (other settings default): mean kills / mean waste of the converged traces, "
          "L = share of traces flagged SuspectedLeak;"),
         "* = fewer kills than each of " + ", ".join(PEERS) + " and waste <= vpa's",
         (f"{'family':<9} " + "".join(f"{name:<{cell}}" for name in PEERS)
@@ -540,6 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sweep-factor", default="", metavar="F,F,...",
         help="also run ours with each increaseFactor, e.g. 1.2,1.3,1.4,1.5,1.75,2.0 (JSON: \"sweep\")",
     )
+    parser.add_argument(
+        "--sweep-without-usage", action="store_true",
+        help="sweep ours-kills-only (no usage history) instead of ours",
+    )
     args = parser.parse_args(argv)
     try:
         factors = _factors(args.sweep_factor)
@@ -553,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(
         seed=args.seed, traces_per_family=args.traces_per_family, days=args.days,
         stable_days=args.stable_days, families=families, sweep_factors=factors,
+        sweep_with_usage=not args.sweep_without_usage,
     )
     elapsed = time.monotonic() - began
     if args.format in ("both", "json"):

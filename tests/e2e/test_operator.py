@@ -323,11 +323,12 @@ def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, c
         pod = kit.wait_for(current_pod, timeout=90, what=f"a fresh pod for round {round_}")
         started = datetime.datetime.fromisoformat(
             pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].replace("Z", "+00:00"))
-        # Each instance dies after the same lifetime (20 minutes, written as the kubelet would report
-        # it) at a higher limit: the shape of a leak. The pause keeps the next pod's start, and so
+        # Each instance dies after a similar, never shorter lifetime (14, 18 and 26 hours, written as
+        # the kubelet would report it) at a higher limit, at different hours of the day: the shape of
+        # a leak, not of a start-up peak or a daily one. The pause keeps the next pod's start, and so
         # its kill, in a later second than this one's.
         time.sleep(1.1)
-        _kill(core_v1, namespace, pod, at=started + datetime.timedelta(minutes=20))
+        _kill(core_v1, namespace, pod, at=started + datetime.timedelta(hours=(14, 18, 26)[round_]))
         rec = kit.wait_recommendation(kube, namespace, "deployment-web",
                                       lambda r: (r.get("status") or {}).get("totalKills") == round_ + 1)
         if round_ < 2:

@@ -184,11 +184,12 @@ def test_vpa_uses_the_peak_of_the_current_day_when_it_is_above_the_request() -> 
 
 
 def test_ours_stops_bumping_when_it_suspects_a_leak() -> None:
-    # Three kills at raised limits, each after an hour: the real strategy says SuspectedLeak, and the
-    # benchmark, like Auto mode, does not apply it.
+    # Three kills at raised limits, each after 10 hours, over more than a day and at different hours
+    # of it: the real strategy (kills only) says SuspectedLeak, and the benchmark, like Auto mode,
+    # does not apply it.
     limits = [100 * MI, 150 * MI, 225 * MI]
-    found = [quality.Kill(minute=61 * i + 60, started=61 * i, limit=lim, request=lim) for i, lim in enumerate(limits)]
-    leaky = quality.History(observed=[0] * 300, kills=found, now=found[-1].minute, instance_start=found[-1].started)
+    found = [quality.Kill(minute=601 * i + 600, started=601 * i, limit=lim, request=lim) for i, lim in enumerate(limits)]
+    leaky = quality.History(observed=[0] * 1900, kills=found, now=found[-1].minute, instance_start=found[-1].started)
     decision = quality.Ours(with_usage=False).decide(limit=225 * MI, request=225 * MI, history=leaky)
     assert decision == quality.Decision(limit=225 * MI, request=225 * MI, suspected_leak=True)
 
@@ -261,6 +262,16 @@ def test_the_sweep_is_deterministic_and_holds_the_normal_run_at_the_default_fact
         assert at_default == plain["families"][family]["ours"]
 
 
+def test_the_sweep_without_usage_holds_ours_kills_only_at_the_default_factor() -> None:
+    options = {"seed": 2, "traces_per_family": 2, "days": 3, "stable_days": 1, "families": ("leak",)}
+    swept = quality.run(**options, sweep_factors=(1.2, 1.5), sweep_with_usage=False)  # type: ignore[arg-type]
+    assert swept["sweep"]["usage"] is False
+    at_default = dict(swept["sweep"]["families"]["leak"]["1.5"])
+    at_default.pop("target")
+    assert at_default == swept["families"]["leak"]["ours-kills-only"]
+    assert "ours-kills-only by increaseFactor" in quality.sweep_table(swept)
+
+
 def test_a_bigger_factor_bumps_more_in_one_kill() -> None:
     (low, high) = quality.sweep_strategies([1.2, 2.0])
     assert low.decide(limit=1000 * MI, request=1000 * MI, history=history(limit=1000 * MI)).limit == 1200 * MI
@@ -274,6 +285,8 @@ def test_cli_sweep(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ours by increaseFactor" in out and "x1.3" in out and "x1.5" in out
     assert quality.main([*args, "--format", "json", "--sweep-factor", "1.3,1.5"]) == 0
     assert list(json.loads(capsys.readouterr().out)["sweep"]["families"]["steady"]) == ["1.3", "1.5"]
+    assert quality.main([*args, "--format", "json", "--sweep-factor", "1.5", "--sweep-without-usage"]) == 0
+    assert json.loads(capsys.readouterr().out)["sweep"]["usage"] is False
     for bad in ("1.0", "x", "1.5,1.50"):
         with pytest.raises(SystemExit):
             quality.main([*args, "--sweep-factor", bad])

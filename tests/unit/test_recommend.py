@@ -278,38 +278,149 @@ def test_never_below_the_previous_recommendation() -> None:
 # ---- leak suspicion ----------------------------------------------------------------------------
 
 
+def lives(*spec: tuple[int, float], start_hours: float = 0) -> list[kills.OOMKill]:
+    """Back-to-back container lives from T0 (10:00 UTC) + `start_hours`, each (limit, lifetime in
+    hours), each ended by a Limit kill."""
+    found: list[kills.OOMKill] = []
+    hours = start_hours
+    for limit, lifetime in spec:
+        hours += lifetime
+        found.append(kill(hours * 60, limit=limit, lifetime_minutes=lifetime * 60, pod_uid=f"uid-{len(found)}"))
+    return found
+
+
+# Three lives at raised limits, 10h, 12h and 14h long: killed at 20:00, 08:00 and 22:00 over 36h.
+LEAKING = [(256 * MI, 10), (384 * MI, 12), (576 * MI, 14)]
+
+
 def test_three_kills_at_raised_limits_after_similar_lifetimes_suspect_a_leak() -> None:
-    history = [
-        kill(0, limit=256 * MI, lifetime_minutes=30),
-        kill(5, limit=256 * MI, lifetime_minutes=2),  # a second kill at the same limit does not count again
-        kill(60, limit=384 * MI, lifetime_minutes=35),
-        kill(120, limit=576 * MI, lifetime_minutes=40),
-    ]
+    history = lives(*LEAKING)
+    # a second kill at the same limit, minutes into a crash-looping life, does not count again
+    history.insert(1, kill(10 * 60 + 5, limit=256 * MI, lifetime_minutes=2, pod_uid="uid-again"))
     result = rec(current=resources(limit=576 * MI), kills=history)
     assert result.phase == types.Phase.SUSPECTED_LEAK
     assert result.limit == 864 * MI  # the values are still there for a manual approval
     assert "3 Limit kills at successively raised limits 256Mi → 384Mi → 576Mi" in result.reason
-    assert "(30m, 35m, 40m)" in result.reason
+    assert "(10h, 12h, 14h)" in result.reason
+    assert "over 1d12h with kills spread over 12h of the day (no usage history)" in result.reason
+
+
+def test_the_pattern_is_the_latest_lives_after_a_long_first_one() -> None:
+    # The container ran 30 days before the first kill; the lives since then are what counts.
+    history = lives((192 * MI, 30 * 24), *LEAKING)
+    result = rec(current=resources(limit=576 * MI), kills=history)
+    assert result.phase == types.Phase.SUSPECTED_LEAK
+    assert "3 Limit kills at successively raised limits 256Mi → 384Mi → 576Mi" in result.reason
 
 
 @pytest.mark.parametrize(
-    "history",
+    "spec",
     [
-        # lifetimes too different: more memory helped
-        [kill(0, limit=256 * MI, lifetime_minutes=5), kill(60, limit=384 * MI, lifetime_minutes=30), kill(120, limit=576 * MI, lifetime_minutes=60)],
-        # only two raised limits
-        [kill(0, limit=256 * MI), kill(60, limit=384 * MI)],
-        # the same limit every time
-        [kill(0), kill(60), kill(120)],
-        # start-up peaks: each instance dies within seconds, at raised limits — not a leak
-        [kill(0, limit=256 * MI, lifetime_minutes=0.2), kill(1, limit=384 * MI, lifetime_minutes=0.2),
-         kill(2, limit=576 * MI, lifetime_minutes=0.25)],
-        # the limit went down in between
-        [kill(0, limit=384 * MI), kill(60, limit=256 * MI), kill(120, limit=576 * MI)],
+        pytest.param([(256 * MI, 5), (384 * MI, 15), (576 * MI, 30)], id="more memory helped: lifetimes too different"),
+        pytest.param([(256 * MI, 14), (384 * MI, 12), (576 * MI, 10)], id="each raise bought less time"),
+        pytest.param([(384 * MI, 14), (576 * MI, 14)], id="only two raised limits"),
+        pytest.param([(576 * MI, 10), (576 * MI, 12), (576 * MI, 14)], id="the same limit every time"),
+        pytest.param([(384 * MI, 10), (256 * MI, 12), (576 * MI, 14)], id="the limit went down in between"),
+        # start-up peaks: each instance dies minutes after its start, at raised limits
+        pytest.param([(256 * MI, 0.05), (384 * MI, 0.1), (576 * MI, 0.15)], id="start-up kills"),
+        pytest.param([(256 * MI, 0.03), (384 * MI, 0.05), (576 * MI, 0.1), (864 * MI, 0.12), (1296 * MI, 0.2)],
+                     id="start-up kills a few minutes in, over more raises"),
+        # a start-up kill between them: the raise before it did not last even a few minutes
+        pytest.param([(192 * MI, 10), (256 * MI, 0.1), (384 * MI, 12), (576 * MI, 14)], id="a start-up kill ends the run"),
+        # a daily rise: each life is killed a little later in the same morning, at a raised limit
+        pytest.param([(433 * MI, 2.3), (520 * MI, 2.9), (624 * MI, 3.5)], id="one daily rise"),
+        # a daily peak: killed at about the same hour on successive days, a little higher each day
+        pytest.param([(256 * MI, 24), (384 * MI, 24.5), (576 * MI, 25)], id="the same hour every day"),
     ],
 )
-def test_no_leak_without_the_pattern(history: list[kills.OOMKill]) -> None:
-    assert rec(current=resources(limit=576 * MI), kills=history).phase != types.Phase.SUSPECTED_LEAK
+def test_no_leak_without_the_pattern(spec: list[tuple[int, float]]) -> None:
+    result = rec(current=resources(limit=1296 * MI), kills=lives(*spec))
+    assert result.phase != types.Phase.SUSPECTED_LEAK, result.reason
+
+
+# At increaseFactor 1.2: the last raise is 120Mi, and 25% of the 720Mi limit (rule b) is 180Mi.
+RAISED_BY_A_FIFTH = [(500 * MI, 10), (600 * MI, 12), (720 * MI, 14)]
+
+
+def grew(mib: float, *, hours: float = 10) -> recommend.Usage:
+    """Usage history whose leak slope says each of the last lives grew `mib` over `hours`."""
+    return recommend.Usage(peak=720 * MI, slope_bytes_per_s=mib * MI / (hours * 3600), window=datetime.timedelta(hours=hours),
+                           source="Prometheus 7d: the last 2 lives longer than 1h both grew steadily")
+
+
+def test_with_usage_the_lives_must_have_grown_by_more_than_the_raise() -> None:
+    settings = policy.MemorySettings(increaseFactor=1.2)
+    history = lives(*RAISED_BY_A_FIFTH)
+    leaking = rec(current=resources(limit=720 * MI), kills=history, settings=settings, usage=grew(150))
+    assert leaking.phase == types.Phase.SUSPECTED_LEAK
+    assert "3 Limit kills at successively raised limits 500Mi → 600Mi → 720Mi" in leaking.reason
+    assert "the working set grew at least 150Mi per life (Prometheus 7d: the last 2 lives" in leaking.reason
+    assert "more than the last raise of 120Mi" in leaking.reason
+    assert "the working set grows" not in leaking.reason  # rule (b) alone would not have fired
+    # A life that picks up where the killed one stopped (a daily rise) grows by about the raise.
+    rising = rec(current=resources(limit=720 * MI), kills=history, settings=settings, usage=grew(110))
+    assert rising.phase == types.Phase.PENDING, rising.reason
+    # Usage history that saw no steady growth contradicts a leak, however the kills look.
+    flat = recommend.Usage(peak=720 * MI, p95=600 * MI)
+    assert rec(current=resources(limit=720 * MI), kills=history, settings=settings, usage=flat).phase == types.Phase.PENDING
+
+
+def test_with_usage_the_lives_need_not_cover_a_day() -> None:
+    # Growth seen in the lives is the evidence the kills alone need a day and spread hours for.
+    history = lives((500 * MI, 2), (600 * MI, 2.5), (720 * MI, 3))
+    settings = policy.MemorySettings(increaseFactor=1.2)
+    assert rec(current=resources(limit=720 * MI), kills=history, settings=settings).phase == types.Phase.PENDING
+    result = rec(current=resources(limit=720 * MI), kills=history, settings=settings, usage=grew(150, hours=2))
+    assert result.phase == types.Phase.SUSPECTED_LEAK and "(2h, 2h30m, 3h)" in result.reason
+
+
+def test_start_up_kills_are_no_leak_even_while_usage_grows() -> None:
+    history = lives((500 * MI, 0.05), (600 * MI, 0.1), (720 * MI, 0.15))
+    settings = policy.MemorySettings(increaseFactor=1.2)
+    assert rec(current=resources(limit=720 * MI), kills=history, settings=settings, usage=grew(150)).phase == types.Phase.PENDING
+
+
+LIFE_LIMITS = st.lists(st.integers(min_value=64, max_value=8192), min_size=3, max_size=8, unique=True).map(sorted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(limits=LIFE_LIMITS, data=st.data())
+def test_lives_shorter_than_an_hour_never_suggest_a_leak(limits: list[int], data: st.DataObject) -> None:
+    lifetimes = data.draw(st.lists(st.floats(min_value=0, max_value=0.99), min_size=len(limits), max_size=len(limits)))
+    gaps = data.draw(st.lists(st.floats(min_value=0, max_value=48), min_size=len(limits), max_size=len(limits)))
+    history: list[kills.OOMKill] = []
+    hours = 0.0
+    for index, (limit, lifetime, gap) in enumerate(zip(limits, lifetimes, gaps)):
+        hours += gap + lifetime
+        history.append(kill(hours * 60, limit=limit * MI, lifetime_minutes=lifetime * 60, pod_uid=f"uid-{index}"))
+    no_slope = data.draw(st.none() | st.builds(recommend.Usage, peak=st.none() | SIZES))
+    result = rec(current=resources(limit=limits[-1] * MI), kills=history, usage=no_slope)
+    assert result.phase != types.Phase.SUSPECTED_LEAK, result.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(limits=LIFE_LIMITS, data=st.data())
+def test_without_usage_kills_within_a_day_or_at_one_hour_of_the_day_never_suggest_a_leak(
+    limits: list[int], data: st.DataObject
+) -> None:
+    if data.draw(st.booleans(), label="within one day"):
+        # kills at increasing times within less than a day of the first life's start
+        ends = sorted(data.draw(st.lists(st.floats(min_value=1, max_value=23.9), min_size=len(limits),
+                                         max_size=len(limits), unique=True)))
+        starts = [0.0, *ends[:-1]]
+    else:
+        # one kill a day (or every few days), always within the same 6 hours of the day
+        days = sorted(data.draw(st.lists(st.integers(min_value=1, max_value=30), min_size=len(limits),
+                                         max_size=len(limits), unique=True)))
+        hour = data.draw(st.floats(min_value=0, max_value=24))
+        ends = [24 * day + hour + data.draw(st.floats(min_value=0, max_value=5.9)) for day in days]
+        starts = [0.0, *ends[:-1]]
+    history = [
+        kill(end * 60, limit=limit * MI, lifetime_minutes=(end - start) * 60, pod_uid=f"uid-{index}")
+        for index, (limit, start, end) in enumerate(zip(limits, starts, ends))
+    ]
+    result = rec(current=resources(limit=limits[-1] * MI), kills=history)
+    assert result.phase != types.Phase.SUSPECTED_LEAK, result.reason
 
 
 def test_node_kills_do_not_count_towards_a_leak() -> None:
