@@ -346,6 +346,16 @@ def main() -> int:
     core_v1 = kubernetes.client.CoreV1Api(api_client)
 
     install_crds(kube)
+    # A previous run's namespace that is still being deleted (thousands of pods) loads the API server
+    # and the operator under test: wait until it is gone.
+    def earlier_gone() -> bool:
+        left = [ns["metadata"]["name"] for ns in kube.list("/api/v1/namespaces")
+                if ns["metadata"]["name"].startswith("bench-") and (ns.get("status") or {}).get("phase") == "Terminating"]
+        if left:
+            log(f"  waiting for {', '.join(left)} to be deleted")
+        return not left
+
+    wait("earlier benchmark namespaces to be deleted", earlier_gone, timeout=1800, interval=10)
     namespace = f"bench-{int(time.time())}"
     kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     nodes = make_nodes(kube, args.nodes, "bench-node")

@@ -429,8 +429,11 @@ class Operator:
             self._announce_and_blame(target, classified, key=None)
             return len(classified)
         name = recommendation.name_for(kind=target.kind, name=target.name)
+        # Not among the recommendations this process wrote: most often a workload's first kill, so
+        # create first (after a restart an existing one costs one refused create, once).
         rec = self._recs.get(f"{target.namespace}/{name}") or store.ensure_recommendation(
-            self.client, namespace=target.namespace, name=name, target=target.ref, owner_uid=target.uid
+            self.client, namespace=target.namespace, name=name, target=target.ref, owner_uid=target.uid,
+            create_first=True,
         )
         added: list[ledger.Classified] = []
         before_phase = rec.status.phase

@@ -133,6 +133,19 @@ def test_recommendation_is_created_once_owned_and_status_survives_races(kube: ap
     first = store.ensure_recommendation(kube, namespace=namespace, name=name, target=target, owner_uid=dep["metadata"]["uid"])
     again = store.ensure_recommendation(kube, namespace=namespace, name=name, target=target, owner_uid=dep["metadata"]["uid"])
     assert first.metadata.uid == again.metadata.uid
+    # Create-first finds the existing one through the refused create.
+    posts = api.REQUESTS.labels(verb="POST")
+    before = posts._value.get()
+    third = store.ensure_recommendation(kube, namespace=namespace, name=name, target=target,
+                                        owner_uid=dep["metadata"]["uid"], create_first=True)
+    assert third.metadata.uid == first.metadata.uid and posts._value.get() - before == 1
+    # ... and creates a missing one with a single request.
+    other = recommendation.name_for(kind="Deployment", name="other")
+    requests = sum(api.REQUESTS.labels(verb=v)._value.get() for v in ("GET", "POST"))
+    created = store.ensure_recommendation(kube, namespace=namespace, name=other, target=target, owner_uid=None,
+                                          create_first=True)
+    assert created.metadata.name == other
+    assert sum(api.REQUESTS.labels(verb=v)._value.get() for v in ("GET", "POST")) - requests == 1
     raw = kube.get(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations/{name}")
     assert raw["metadata"]["ownerReferences"][0]["uid"] == dep["metadata"]["uid"]
     assert raw["metadata"]["ownerReferences"][0]["kind"] == "Deployment"

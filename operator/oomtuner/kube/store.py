@@ -67,11 +67,17 @@ def ensure_recommendation(
     target: recommendation.TargetRef,
     owner_uid: str | None,
     labels: dict[str, str] | None = None,
+    create_first: bool = False,
 ) -> recommendation.OOMRecommendation:
-    """Get the recommendation, creating it (spec only) when it does not exist yet."""
-    existing = get_recommendation(client, namespace=namespace, name=name)
-    if existing is not None:
-        return existing
+    """Get the recommendation, creating it (spec only) when it does not exist yet.
+
+    `create_first` tries the create first and reads only when it exists already: one request
+    instead of two for a workload's first kill, when the caller expects no recommendation yet.
+    """
+    if not create_first:
+        existing = get_recommendation(client, namespace=namespace, name=name)
+        if existing is not None:
+            return existing
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
