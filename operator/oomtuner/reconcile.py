@@ -382,12 +382,14 @@ class Operator:
             self._writing.add(key)
         recorded = 0
         failure: Exception | None = None
+        handed_over = False  # once the writer flag is down, another thread may hold it
         try:
             while True:
                 with self._guard:
                     batch = list(self._pending.pop(key, {}).values())
                     if not batch:
                         self._writing.discard(key)
+                        handed_over = True
                         break
                 try:
                     with self._locks[key]:
@@ -398,8 +400,9 @@ class Operator:
                     continue
                 self._mark_seen(batch)
         finally:
-            with self._guard:
-                self._writing.discard(key)
+            if not handed_over:  # an unexpected error: the next pod event of the workload writes again
+                with self._guard:
+                    self._writing.discard(key)
         if failure is not None:
             raise failure
         return recorded
