@@ -126,6 +126,22 @@ def running_pods(kube: api.Client, namespace: str) -> list[dict[str, Any]]:
             and (p.get("status") or {}).get("containerStatuses")]
 
 
+def connect(*, pool: int | None = None) -> tuple[str, api.Client, kubernetes.client.ApiClient]:
+    """KUBECONFIG's cluster, or the lab (started if needed): the kubeconfig, the operator's thin
+    client and a kubernetes ApiClient with `pool` connections (the default when None)."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        from oomtuner.lab import cluster
+
+        kubeconfig = str(cluster.ensure_up(echo=log))
+    kube = client.connect(kubeconfig=kubeconfig, timeout=60)
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    if pool is not None:
+        configuration.connection_pool_maxsize = pool
+    return kubeconfig, kube, kubernetes.client.ApiClient(configuration)
+
+
 class Operator:
     def __init__(self, kubeconfig: str, log_path: pathlib.Path):
         self.metrics_port, self.liveness_port = free_port(), free_port()
@@ -333,16 +349,7 @@ def main() -> int:
     if args.spread_kills + args.burst_kills >= args.pods:
         parser.error("need at least as many pods as kills (each kill hits its own pod)")
 
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        from oomtuner.lab import cluster
-
-        kubeconfig = str(cluster.ensure_up(echo=log))
-    kube = client.connect(kubeconfig=kubeconfig, timeout=60)
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    configuration.connection_pool_maxsize = args.workers + 4
-    api_client = kubernetes.client.ApiClient(configuration)
+    kubeconfig, kube, api_client = connect(pool=args.workers + 4)
     core_v1 = kubernetes.client.CoreV1Api(api_client)
 
     install_crds(kube)

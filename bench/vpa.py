@@ -53,8 +53,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from oomtuner.kube import api, client
-from reaction import Watcher, free_port, inject, log, percentile, wait
+from oomtuner.kube import api
+from reaction import Watcher, connect, free_port, inject, log, percentile, wait
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
@@ -282,15 +282,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not kubeconfig:
-        from oomtuner.lab import cluster
-
-        kubeconfig = str(cluster.ensure_up(echo=log))
-    kube = client.connect(kubeconfig=kubeconfig, timeout=60)
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    api_client = kubernetes.client.ApiClient(configuration)
+    kubeconfig, kube, api_client = connect()
     core_v1 = kubernetes.client.CoreV1Api(api_client)
 
     t = time.monotonic()

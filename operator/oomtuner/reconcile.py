@@ -50,7 +50,7 @@ SEEN_CAPACITY = 200_000
 LIMIT_RANGE_TTL = 30.0  # seconds
 # ResourceQuota usage moves with every pod, so quotas are read again sooner than LimitRanges.
 RESOURCE_QUOTA_TTL = 10.0  # seconds
-QUOTA_WARNINGS = 1_000  # distinct quota warnings remembered, so each is logged once
+WARNINGS_REMEMBERED = 1_000  # distinct cap warnings remembered, so each is logged once
 RECOMMENDATION_CACHE = 20_000
 NODE_OOM_MEMORY = 64
 DEFERRED_RETRY = datetime.timedelta(seconds=30)  # a held patch whose reads failed is tried again after this
@@ -121,9 +121,9 @@ class Operator:
         self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._phases: dict[str, types.Phase] = {}
-        self._limit_ranges: dict[str, tuple[float, int | None]] = {}
-        self._resource_quotas: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._quota_warnings: set[str] = set()  # logged once each
+        # LimitRanges and ResourceQuotas by (plural, namespace): when read, and what.
+        self._lists: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+        self._warned: set[str] = set()  # cap warnings logged once each
         # Kills waiting for their workload's writer (see _handle_kills), by identity.
         self._pending: dict[str, dict[str, kills.OOMKill]] = collections.defaultdict(dict)
         self._writing: set[str] = set()
@@ -485,22 +485,9 @@ class Operator:
         )
 
     def _limit_range_max(self, namespace: str) -> int | None:
-        """The namespace's LimitRange max memory, read at most every LIMIT_RANGE_TTL per namespace
-        (a burst of kills in one namespace reads it once)."""
-        now = time.monotonic()
-        cached = self._limit_ranges.get(namespace)
-        if cached is not None and now - cached[0] < LIMIT_RANGE_TTL:
-            return cached[1]
-        value = self._read_limit_range_max(namespace)
-        self._limit_ranges[namespace] = (now, value)
-        return value
-
-    def _read_limit_range_max(self, namespace: str) -> int | None:
-        try:
-            ranges = self.client.list(api.namespaced(group="", version="v1", plural="limitranges", namespace=namespace))
-        except api.ApiError as exc:
-            logger.warning("cannot read LimitRanges in %s: %s", namespace, exc)
-            return None
+        """The smallest Container or Pod max memory of the namespace's LimitRanges."""
+        ranges = self._listed("limitranges", namespace, ttl=LIMIT_RANGE_TTL, what="LimitRanges",
+                              consequence="recommendations are not capped by LimitRange max where they cannot be read")
         found: list[int] = []
         for lr in ranges:
             for item in (lr.get("spec") or {}).get("limits") or []:
@@ -529,33 +516,37 @@ class Operator:
         return quota.limit_headroom(room, containers=target.containers(), request_policy=settings.requestPolicy)
 
     def _resource_quota_bodies(self, namespace: str) -> list[dict[str, Any]]:
-        """The namespace's ResourceQuotas, listed at most every RESOURCE_QUOTA_TTL per namespace: a
-        burst of kills lists them once, a changed quota is seen after the TTL. [] when the list fails
-        (no RBAC for it, any API error): the recommendation is then not capped by quota."""
+        """The namespace's ResourceQuotas."""
+        return self._listed("resourcequotas", namespace, ttl=RESOURCE_QUOTA_TTL, what="ResourceQuotas",
+                            consequence="recommendations are not capped by ResourceQuota headroom where they cannot be read")
+
+    def _listed(self, plural: str, namespace: str, *, ttl: float, what: str, consequence: str) -> list[dict[str, Any]]:
+        """A core/v1 list in `namespace`, read at most every `ttl` seconds: a burst of kills in one
+        namespace reads it once, a change is seen after the TTL. [] when the list fails (no RBAC for
+        it, any API error), with a warning once per cause."""
         now = time.monotonic()
-        cached = self._resource_quotas.get(namespace)
-        if cached is not None and now - cached[0] < RESOURCE_QUOTA_TTL:
+        cached = self._lists.get((plural, namespace))
+        if cached is not None and now - cached[0] < ttl:
             return cached[1]
         bodies: list[dict[str, Any]] = []
         try:
-            bodies = self.client.list(api.namespaced(group="", version="v1", plural="resourcequotas", namespace=namespace))
+            bodies = self.client.list(api.namespaced(group="", version="v1", plural=plural, namespace=namespace))
         except api.ApiError as exc:
             # Missing permissions are the same everywhere: said once, not once per namespace.
-            key = f"list {exc.status}" if exc.status in (401, 403) else f"list {namespace} {exc.status}"
-            self._warn_once(f"cannot list ResourceQuotas in {namespace}: {exc}; recommendations are not capped "
-                            "by ResourceQuota headroom where they cannot be read", key=key)
-        self._resource_quotas[namespace] = (now, bodies)
+            key = f"list {plural} {exc.status}" if exc.status in (401, 403) else f"list {plural} {namespace} {exc.status}"
+            self._warn_once(f"cannot list {what} in {namespace}: {exc}; {consequence}", key=key)
+        self._lists[(plural, namespace)] = (now, bodies)
         return bodies
 
     def _warn_once(self, message: str, *, key: str | None = None) -> None:
-        """Log a warning about quotas the first time (per `key`, the message by default); debug after."""
+        """Log a warning about caps the first time (per `key`, the message by default); debug after."""
         key = key or message
-        if key in self._quota_warnings:
+        if key in self._warned:
             logger.debug("%s", message)
             return
-        if len(self._quota_warnings) >= QUOTA_WARNINGS:
-            self._quota_warnings.clear()
-        self._quota_warnings.add(key)
+        if len(self._warned) >= WARNINGS_REMEMBERED:
+            self._warned.clear()
+        self._warned.add(key)
         logger.warning("%s", message)
 
     def _usage_history(

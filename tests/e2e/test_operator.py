@@ -309,6 +309,21 @@ def test_resource_quota_headroom_caps_the_recommendation(kube: api.Client, core_
     assert _template_resources(kube, namespace, "deployments", "web")["limits"]["memory"] == "256Mi"
 
 
+def test_limit_range_max_caps_the_recommendation(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
+    kube.create(f"/api/v1/namespaces/{namespace}/limitranges", {
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "max"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "320Mi"}}]}})
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    _kill(core_v1, namespace, pod)
+
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    app = _container_status(rec)
+    # 256Mi × 1.5 = 384Mi would be refused at admission: the LimitRange allows 320Mi at most.
+    assert app["phase"] == "Capped" and app["cappedBy"] == "LimitRange max 320Mi"
+    assert app["recommended"]["limit"] == "320Mi"
+
+
 def test_repeated_kills_at_raised_limits_give_suspected_leak(kube: api.Client, core_v1: Any, operator: OperatorProcess, namespace: str) -> None:
     _policy(kube, namespace, {"mode": "Auto", "cooldown": "1s"})
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
