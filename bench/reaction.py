@@ -43,6 +43,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "hack" / "lab"))
 
 from oomtuner.kube import api, client  # noqa: E402
 
@@ -131,7 +132,7 @@ def connect(*, pool: int | None = None) -> tuple[str, api.Client, kubernetes.cli
     client and a kubernetes ApiClient with `pool` connections (the default when None)."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
-        from oomtuner.lab import cluster
+        from oomtuner_lab import cluster
 
         kubeconfig = str(cluster.ensure_up(echo=log))
     kube = client.connect(kubeconfig=kubeconfig, timeout=60)
@@ -274,7 +275,7 @@ def rec_of(pod: dict[str, Any]) -> str:
 
 def inject(core_v1: kubernetes.client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> tuple[str, float]:
     """Write an OOM kill into the pod's status; return (kill id, monotonic time the write returned)."""
-    from oomtuner.lab import inject as lab_inject
+    from oomtuner_lab import inject as lab_inject
 
     at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     lab_inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=at)

@@ -51,6 +51,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "hack" / "lab"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from oomtuner.kube import api

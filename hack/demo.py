@@ -25,6 +25,7 @@ import kubernetes
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack" / "lab"))
 NAMESPACE = "oomtuner-demo"
 
 
@@ -50,7 +51,7 @@ def free_port() -> int:
 
 def main() -> int:
     from oomtuner.kube import api, client
-    from oomtuner.lab import binaries, cluster, inject
+    from oomtuner_lab import binaries, cluster, inject
 
     step("Starting the local lab (the first run builds Kubernetes from Go modules: slow once)")
     kubeconfig = os.environ.get("KUBECONFIG") or str(cluster.ensure_up(echo=print))

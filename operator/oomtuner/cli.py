@@ -311,11 +311,39 @@ def _attach_agent() -> None:
 _attach_agent()
 
 
+LAB_PACKAGE = "oomtuner_lab"
+
+
+def _lab_home() -> pathlib.Path | None:
+    """Where the lab's package lives in a checkout (hack/lab), or None outside one.
+
+    The lab is a development tool, not part of the product: it is not in the wheel or the image.
+    `oomtuner lab` works from a checkout (an editable install, or OOMTUNER_REPO pointing at one).
+    """
+    roots = [pathlib.Path(os.environ["OOMTUNER_REPO"])] if os.environ.get("OOMTUNER_REPO") else []
+    roots.append(pathlib.Path(__file__).resolve().parents[2])
+    for root in roots:
+        home = root / "hack" / "lab"
+        if (home / LAB_PACKAGE / "__init__.py").is_file():
+            return home
+    return None
+
+
+@main.command("lab", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def _lab_missing() -> None:
+    """A local Kubernetes lab (from a checkout of the repository only)."""
+    raise _Fail("`oomtuner lab` is a development tool: run it from a checkout of the oomtuner repository "
+                "(pip install -e .), or set OOMTUNER_REPO to one")
+
+
 def _attach_lab() -> None:
-    try:
-        from oomtuner.lab import commands as lab_commands
-    except ImportError:  # the lab is a development tool; the operator image may leave it out
+    home = _lab_home()
+    if home is None:
         return
+    if str(home) not in sys.path:
+        sys.path.append(str(home))
+    from oomtuner_lab import commands as lab_commands  # noqa: PLC0415 - only in a checkout
+
     main.add_command(lab_commands.lab)
 
 

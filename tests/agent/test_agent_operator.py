@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from oomtuner.lab import inject
+from oomtuner_lab import inject
 from oomtuner.kube import api
 from tests.agent import kernel
 from tests.agent.test_agent_lab import AgentProcess, running_pod_with_cgroup

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from oomtuner.lab import binaries
+from oomtuner_lab import binaries
 from tests.e2e.conftest import core_v1, crds, kube, kubeconfig, namespace, pytest_runtest_makereport  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

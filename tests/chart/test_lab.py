@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from oomtuner.kube import api, client as kube_client
-from oomtuner.lab import inject
+from oomtuner_lab import inject
 from tests.agent import trees
 from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, helm, render, run, template_text, tool
 from tests.e2e import kit

@@ -3,7 +3,7 @@
 What is real: the API server, etcd, controller-manager and scheduler of the local lab (or the kind
 cluster that KUBECONFIG points at), the CRDs from crds/, and `oomtuner run` as a separate process.
 What is played: the kubelet. kwok runs the pods; an OOM kill is written into the pod status the way
-a kubelet writes it (`oomtuner.lab.inject`), and a node-wide OOM is the kubelet's SystemOOM event.
+a kubelet writes it (`oomtuner_lab.inject`), and a node-wide OOM is the kubelet's SystemOOM event.
 
 Each test gets its own namespace. When a test fails, the operator's log and the namespace's events
 are printed.
@@ -45,7 +45,7 @@ def kubeconfig() -> str:
     given = os.environ.get("KUBECONFIG")
     if given:
         return given
-    from oomtuner.lab import cluster
+    from oomtuner_lab import cluster
 
     return str(cluster.ensure_up(echo=lambda line: print(line, file=sys.stderr)))
 

@@ -16,7 +16,7 @@ import pytest
 
 from oomtuner.domain import quantity
 from oomtuner.kube import api
-from oomtuner.lab import inject
+from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
 

@@ -6,7 +6,7 @@ Real: the lab's API server, controller-manager and scheduler; `oomtuner run` as 
 every second; PromQL. History older than the test is real TSDB data too: the exporter's traces are
 written as OpenMetrics and turned into blocks by `promtool tsdb create-blocks-from openmetrics`
 before Prometheus starts.
-Played: cAdvisor and kube-state-metrics (`oomtuner.lab.exporter` serves the series from traces the
+Played: cAdvisor and kube-state-metrics (`oomtuner_lab.exporter` serves the series from traces the
 tests set, since kwok's pods use no memory), and the kubelet (kills written into pod status,
 SystemOOM events on a node of the test's own).
 """
@@ -28,9 +28,9 @@ import pytest
 
 from oomtuner.domain import quantity
 from oomtuner.kube import api
-from oomtuner.lab import exporter as lab_exporter
-from oomtuner.lab import inject
-from oomtuner.lab import prometheus as lab_prometheus
+from oomtuner_lab import exporter as lab_exporter
+from oomtuner_lab import inject
+from oomtuner_lab import prometheus as lab_prometheus
 from tests.e2e import kit
 from tests.e2e.conftest import ROOT, OperatorProcess
 

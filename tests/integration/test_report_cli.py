@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from oomtuner import cli
 from oomtuner.kube import api
-from oomtuner.lab import inject
+from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import core_v1  # noqa: F401
 

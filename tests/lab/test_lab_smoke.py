@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from oomtuner.lab import cluster, inject
+from oomtuner_lab import cluster, inject
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client import parser as text_parser
 
-from oomtuner.lab import exporter
+from oomtuner_lab import exporter
 
 MI = 1024 * 1024
 T0 = 1_800_000_000.0

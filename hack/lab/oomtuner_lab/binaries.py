@@ -28,11 +28,11 @@ CONTROL_PLANE: tuple[str, ...] = (
 
 
 class BuildScriptNotFound(RuntimeError):
-    """hack/lab/build.sh is not next to the package (an installed, non-editable oomtuner)."""
+    """hack/lab/build.sh is not where the checkout should have it."""
 
 
 def repo_root() -> Path:
-    """The checkout this package runs from (operator/oomtuner/lab/ is three levels down)."""
+    """The checkout this package runs from (hack/lab/oomtuner_lab/ is three levels down)."""
     env = os.environ.get("OOMTUNER_REPO")
     if env:
         return Path(env)

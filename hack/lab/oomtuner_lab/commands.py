@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from oomtuner.lab import binaries, cluster, exporter, inject, prometheus
-from oomtuner.lab.processes import LabError
+from oomtuner_lab import binaries, cluster, exporter, inject, prometheus
+from oomtuner_lab.processes import LabError
 
 
 @click.group()
@@ -116,5 +116,39 @@ def system_oom(node: str, victim_pid: int, process_name: str) -> None:
     click.echo(f"event default/{event['metadata']['name']}: {event['message']}")
 
 
-lab.add_command(prometheus.command)
+# ---- `oomtuner lab prometheus ...` -----------------------------------------------------------------
+
+
+@click.group("prometheus")
+def prometheus_command() -> None:
+    """A real Prometheus (Debian's package) scraping the lab exporter, next to the lab
+    (state in $OOMTUNER_LAB_DIR/prometheus)."""
+
+
+@prometheus_command.command("up")
+def _prometheus_up() -> None:
+    """Start the exporter and Prometheus (does nothing but report if they run)."""
+    st = cluster.status()
+    try:
+        server = prometheus.lab_up(kubeconfig=st.kubeconfig if st.running else None, echo=click.echo)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"export OOMTUNER_PROMETHEUS_URL={server.url}")
+
+
+@prometheus_command.command("down")
+def _prometheus_down() -> None:
+    """Stop the lab's Prometheus and exporter."""
+    prometheus.lab_down(echo=click.echo)
+
+
+@prometheus_command.command("status")
+def _prometheus_status() -> None:
+    """Whether Prometheus and the exporter run. Exit 1 if Prometheus does not."""
+    for line in prometheus.lab_status():
+        click.echo(line)
+    sys.exit(0 if prometheus.lab_server().running() else 1)
+
+
+lab.add_command(prometheus_command)
 lab.add_command(exporter.command)

@@ -401,7 +401,7 @@ def command() -> None:
 
 
 def _client() -> Client:
-    from oomtuner.lab import prometheus
+    from oomtuner_lab import prometheus
 
     url = prometheus.exporter_url()
     if url is None:
@@ -447,5 +447,5 @@ def _clear(namespace: str | None) -> None:
 @command.command("serve", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def _serve(args: tuple[str, ...]) -> None:
-    """Run an exporter in the foreground (--port, --kubeconfig; see --help of python -m oomtuner.lab.exporter)."""
+    """Run an exporter in the foreground (--port, --kubeconfig; see --help of python -m oomtuner_lab.exporter)."""
     sys.exit(main(list(args)))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oomtuner.lab import binaries, config, pki, processes
-from oomtuner.lab.config import COMPONENTS, Paths, Ports
-from oomtuner.lab.processes import LabError
+from oomtuner_lab import binaries, config, pki, processes
+from oomtuner_lab.config import COMPONENTS, Paths, Ports
+from oomtuner_lab.processes import LabError
 
 Echo = Callable[[str], None]
 
@@ -425,7 +425,7 @@ def down(*, purge: bool = False, echo: Echo = print) -> None:
 
 def _down(paths: Paths, *, echo: Echo) -> None:
     # The lab's Prometheus and exporter, when `oomtuner lab prometheus up` started them.
-    from oomtuner.lab import prometheus
+    from oomtuner_lab import prometheus
 
     prometheus.lab_down(echo=echo)
     for name in reversed(COMPONENTS):

@@ -27,12 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
-from oomtuner.lab import config as lab_config
-from oomtuner.lab import processes
-from oomtuner.lab.processes import LabError
+from oomtuner_lab import config as lab_config
+from oomtuner_lab import processes
+from oomtuner_lab.processes import LabError
 
 JOB = "lab-exporter"
 INSTALL_HINT = "install Debian's prometheus package: bash hack/install-deps.sh (or apt-get install prometheus)"
@@ -225,10 +224,13 @@ def lab_up(*, kubeconfig: Path | None, echo: Callable[[str], None] = print) -> S
     _state_file().write_text(json.dumps(ports) + "\n")
     exporter = _exporter_proc()
     if not exporter.alive():
-        argv = [sys.executable, "-m", "oomtuner.lab.exporter", "--port", str(ports["exporter"])]
+        argv = [sys.executable, "-m", "oomtuner_lab.exporter", "--port", str(ports["exporter"])]
         if kubeconfig is not None:
             argv += ["--kubeconfig", str(kubeconfig)]
-        processes.start(exporter, argv)
+        # The lab's package lives in the checkout (hack/lab), not in the installed oomtuner.
+        home = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH", "")) if p)
+        processes.start(exporter, argv, env={"PYTHONPATH": path})
         processes.wait_until("the exporter", lambda: _healthy(f"http://127.0.0.1:{ports['exporter']}"), timeout=30, proc=exporter)
         echo(f"exporter: http://127.0.0.1:{ports['exporter']} (log {exporter.log_file})")
     server = lab_server()
@@ -265,39 +267,3 @@ def _healthy(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
-
-
-# ---- `oomtuner lab prometheus ...` -----------------------------------------------------------------
-
-
-@click.group("prometheus")
-def command() -> None:
-    """A real Prometheus (Debian's package) scraping the lab exporter, next to the lab
-    (state in $OOMTUNER_LAB_DIR/prometheus)."""
-
-
-@command.command("up")
-def _up() -> None:
-    """Start the exporter and Prometheus (does nothing but report if they run)."""
-    from oomtuner.lab import cluster
-
-    st = cluster.status()
-    try:
-        server = lab_up(kubeconfig=st.kubeconfig if st.running else None, echo=click.echo)
-    except LabError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"export OOMTUNER_PROMETHEUS_URL={server.url}")
-
-
-@command.command("down")
-def _down() -> None:
-    """Stop the lab's Prometheus and exporter."""
-    lab_down(echo=click.echo)
-
-
-@command.command("status")
-def _status() -> None:
-    """Whether Prometheus and the exporter run. Exit 1 if Prometheus does not."""
-    for line in lab_status():
-        click.echo(line)
-    sys.exit(0 if lab_server().running() else 1)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from oomtuner.lab import processes
-from oomtuner.lab.pki import Pki
+from oomtuner_lab import processes
+from oomtuner_lab.pki import Pki
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service
