@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e test-chart crds clean
+.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e test-chart lint crds clean
 
 all: test
 
@@ -52,9 +52,16 @@ test-e2e: venv lab-build
 test-chart: venv lab-build
 	$(VENV)/bin/pytest tests/chart
 
+# The guards that keep the structure (ARCHITECTURE.md, "Guards"): ruff with a complexity bound,
+# the import-linter contracts of .importlinter, and mypy (strict on api, domain and services).
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench hack
+	PYTHONPATH=operator $(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
 # The whole suite: unit, integration (real API server) and e2e (real operator on the lab, or on
 # kind when KUBECONFIG is set). One pytest run, so an empty selection can never pass silently.
-test: venv lab-build
+test: venv lint lab-build
 	$(VENV)/bin/pytest tests
 
 clean:

@@ -196,7 +196,7 @@ def approve(ref: str, wait: bool, timeout: float, kubeconfig: str | None, contex
         current = cl.get(path)
         status = current.get("status") or {}
         if status.get("appliedGeneration") == generation:
-            cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Applied"), {})
+            cond: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Applied"), {})
             click.echo(f"phase {status.get('phase')}: {cond.get('reason', '')}: {cond.get('message', '')}")
             if cond.get("status") == "False":
                 sys.exit(1)
@@ -257,7 +257,8 @@ def run(
     """Run the operator against the current cluster."""
     import kopf
 
-    from oomtuner import handlers, reconcile
+    from oomtuner import app as app_mod
+    from oomtuner import handlers  # noqa: F401 - registers the kopf handlers
     from oomtuner.prom import metrics
 
     if namespaces and all_namespaces:
@@ -284,7 +285,7 @@ def run(
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     cl = _connect(kubeconfig, context)
-    handlers.OPERATOR = reconcile.Operator(client=cl, settings=settings)
+    operator = app_mod.App(client=cl, settings=settings)
     metrics.serve(settings.metrics_port)
     logger.info(
         "oomtuner %s starting: namespaces=%s default mode=%s metrics port=%s prometheus=%s",
@@ -299,6 +300,7 @@ def run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+        memo=kopf.Memo(app=operator),
     )
 
 
@@ -342,7 +344,7 @@ def _attach_lab() -> None:
         return
     if str(home) not in sys.path:
         sys.path.append(str(home))
-    from oomtuner_lab import commands as lab_commands  # noqa: PLC0415 - only in a checkout
+    from oomtuner_lab import commands as lab_commands  # type: ignore[import-not-found]  # only in a checkout
 
     main.add_command(lab_commands.lab)
 

@@ -1,10 +1,11 @@
-"""kopf handlers: thin wiring from watch events to `reconcile.Operator`.
+"""kopf handlers: thin wiring from watch events to the operator's services (`oomtuner.app`).
 
 Pods are watched with `@kopf.on.event` only, which stores nothing on the object: the operator never
-writes annotations, finalizers or anything else to pods. The same holds for Nodes and Events. Each
-handler hands the raw body to the Operator in a worker thread, so API calls never block the loop.
-Errors are counted and logged; kopf does not retry event handlers, and the next status update of
-the same pod (or the resume listing after a restart) brings the kill back, still uncounted.
+writes annotations, finalizers or anything else to pods. The same holds for Nodes and Events. The
+`App` comes in kopf's memo (`oomtuner run` passes it to kopf). Each handler hands the raw body to the
+app in a worker thread, so API calls never block the loop. Errors are counted and logged; kopf does
+not retry event handlers, and the next status update of the same pod (or the resume listing after a
+restart) brings the kill back, still uncounted.
 """
 
 from __future__ import annotations
@@ -12,28 +13,33 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
-from oomtuner import memory, reconcile
-from oomtuner.api import policy, recommendation
+from oomtuner import app as app_mod
+from oomtuner import memory
+from oomtuner.api import core, policy, recommendation
 from oomtuner.kube import api
 from oomtuner.prom import metrics
 
 logger = logging.getLogger(__name__)
 
-# Set by `oomtuner run` before kopf starts.
-OPERATOR: reconcile.Operator | None = None
+# Worker threads for the blocking API calls. asyncio's default pool has cpu+4 threads; a burst of
+# kills of one workload queues on that workload's lock, and must not starve the other workloads.
+WORKER_THREADS = 32
+TICK_INTERVAL = 5.0  # seconds between rounds of the background task
+PRIME_RETRY = 5.0  # seconds before the start-up listing is tried again
 
 
-def _operator() -> reconcile.Operator:
-    if OPERATOR is None:
-        raise kopf.PermanentError("the operator state was not initialised (start it with `oomtuner run`)")
-    return OPERATOR
+def _app(memo: Any) -> app_mod.App:
+    found = getattr(memo, "app", None)
+    if not isinstance(found, app_mod.App):
+        raise kopf.PermanentError("the operator was not started with its app in the memo (start it with `oomtuner run`)")
+    return found
 
 
-async def _run(kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+async def _run(kind: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except api.ApiError as exc:  # the API server said no (a namespace being deleted, RBAC): one line
@@ -46,19 +52,14 @@ async def _run(kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
-# Worker threads for the blocking API calls. asyncio's default pool has cpu+4 threads; a burst of
-# kills of one workload queues on that workload's lock, and must not starve the other workloads.
-WORKER_THREADS = 32
-
-
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="oomtuner")
     )
     # Nothing of kopf's bookkeeping on the objects the operator watches.
-    settings.persistence.progress_storage = kopf.MultiProgressStorage([])  # type: ignore[arg-type]
-    settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])  # type: ignore[arg-type]
+    settings.persistence.progress_storage = kopf.MultiProgressStorage([])
+    settings.persistence.diffbase_storage = kopf.MultiDiffBaseStorage([])
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     # The initial listing of every pod arrives in pages, not as one document the size of the cluster.
@@ -70,18 +71,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
 
 
-DEFERRED_INTERVAL = 5.0  # seconds between looks at patches held back by a cooldown
-
-
-async def _apply_deferred(stop: asyncio.Event) -> None:
-    """Every few seconds: apply patches whose cooldown ended, and give freed memory back."""
+async def _background(app: app_mod.App, stop: asyncio.Event) -> None:
+    """Every few seconds: write again the kills whose write failed, apply the patches that are due,
+    and give freed memory back."""
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), timeout=DEFERRED_INTERVAL)
+            await asyncio.wait_for(stop.wait(), timeout=TICK_INTERVAL)
         except asyncio.TimeoutError:
             pass
-        if OPERATOR is not None and not stop.is_set():
-            await _run("deferred patch", OPERATOR.apply_due)
+        if not stop.is_set():
+            await _run("background round", app.tick)
         memory.trim()
 
 
@@ -90,57 +89,64 @@ _TASKS: list[asyncio.Task[None]] = []
 
 
 @kopf.on.startup()
-async def start_background(**_: Any) -> None:
-    _TASKS.append(asyncio.create_task(_apply_deferred(_STOP), name="oomtuner-deferred-patches"))
+async def prime(memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
+    """Policies, nodes and recommendations are listed once before kopf starts watching (it runs the
+    startup handlers first), so kills replayed at start-up are judged with them."""
+    try:
+        said = await asyncio.to_thread(_app(memo).prime)
+    except Exception as exc:  # noqa: BLE001 - the API server is not there yet: kopf tries again
+        raise kopf.TemporaryError(f"listing policies, nodes and recommendations failed: {exc}", delay=PRIME_RETRY) from None
+    logger.info("start-up: %s", said)
+
+
+@kopf.on.startup()
+async def start_background(memo: kopf.Memo, **_: Any) -> None:
+    _TASKS.append(asyncio.create_task(_background(_app(memo), _STOP), name="oomtuner-background"))
 
 
 @kopf.on.cleanup()
-async def stop_background(**_: Any) -> None:
+async def stop_background(memo: kopf.Memo, **_: Any) -> None:
     _STOP.set()
     for task in _TASKS:
         await task
-    if OPERATOR is not None:  # events still queued go out before the process ends (a few seconds at most)
-        await asyncio.to_thread(OPERATOR.events.flush, 5.0)
+    # Events still queued go out before the process ends (a few seconds at most).
+    await asyncio.to_thread(_app(memo).flush, 5.0)
 
 
 def _oom_visible(body: Any, **_: Any) -> bool:
-    return reconcile.has_oom_status(body)
+    return core.shows_oom_kill(body)
 
 
 @kopf.on.event("", "v1", "pods", when=_oom_visible)
-async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
-    await _run("pod", _operator().on_pod, dict(body))
+    await _run("pod", _app(memo).on_pod, dict(body))
 
 
 @kopf.on.event("", "v1", "nodes")
-async def node_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    _operator().on_node(dict(body), deleted=type == "DELETED")
+async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    _app(memo).on_node(dict(body), deleted=type == "DELETED")
 
 
-# Node-wide OOMs (kubelet, node-problem-detector) and the node agent's kills of child processes.
-_OOM_EVENT_REASONS = frozenset({"SystemOOM", "OOMKilling", "OOMKillChildProcess"})
+def _oom_event(body: Any, **_: Any) -> bool:
+    return body.get("reason") in app_mod.EVENT_REASONS
 
 
-def _node_oom(body: Any, **_: Any) -> bool:
-    return body.get("reason") in _OOM_EVENT_REASONS
-
-
-@kopf.on.event("", "v1", "events", when=_node_oom)
-async def oom_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+@kopf.on.event("", "v1", "events", when=_oom_event)
+async def oom_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
-    await _run("event", _operator().on_event, dict(body))
+    await _run("event", _app(memo).on_event, dict(body))
 
 
 @kopf.on.event(policy.GROUP, policy.VERSION, policy.PLURAL)
-async def policy_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    await _run("policy", _operator().on_policy, dict(body), deleted=type == "DELETED")
+async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await _run("policy", _app(memo).on_policy, dict(body), deleted=type == "DELETED")
 
 
 @kopf.on.event(recommendation.GROUP, recommendation.VERSION, recommendation.PLURAL)
-async def recommendation_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def recommendation_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
-    await _run("recommendation", _operator().on_recommendation, dict(body))
+    await _run("recommendation", _app(memo).on_recommendation, dict(body))

@@ -36,7 +36,7 @@ def collect(
     containers' working set at `now` (default: the current time)."""
     nodes: dict[str, int | None] = {}
     for body in client.list("/api/v1/nodes"):
-        name = (body.get("metadata") or {}).get("name")
+        name = str((body.get("metadata") or {}).get("name") or "")
         mem = ((body.get("status") or {}).get("capacity") or {}).get("memory")
         try:
             nodes[name] = quantity.parse_bytes(mem) if mem is not None else None
@@ -64,13 +64,13 @@ def collect(
         capacity = nodes.get(node) if node else None
         if node and capacity and pod.status.phase in ("Running", "Pending", None):
             placed.append((node, capacity, pod))
-        found = kills.kills_from_pod(pod, node_memory_capacity=capacity)
-        if not found:
+        seen = kills.kills_from_pod(pod, node_memory_capacity=capacity)
+        if not seen:
             continue
         target = owners.resolve(client, body)
         key = (target.namespace, target.display)
         entry = workloads.setdefault(key, {"namespace": target.namespace, "workload": target.display, "containers": {}})
-        for k in found:
+        for k in seen:
             cls, reason = classify.classify(k, node_ooms=node_ooms)
             cont = entry["containers"].setdefault(
                 k.container,
@@ -80,9 +80,9 @@ def collect(
             )
             cont["kills"] += 1
             cont["classifications"].add(cls.value)
-            at = timestamps.format_or_none(k.at)
-            if at and (cont["lastKill"] is None or at > cont["lastKill"]):
-                cont["lastKill"] = at
+            stamp = timestamps.format_or_none(k.at)
+            if stamp and (cont["lastKill"] is None or stamp > cont["lastKill"]):
+                cont["lastKill"] = stamp
     result_workloads = []
     for (_, _), entry in sorted(workloads.items()):
         containers = []

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 import oomtuner
-from tests.chart.conftest import (CHART, CI_FILES, CI_IDS, ROOT, container, env_of, find, helm, kube_version, one,
-                                  render, template_text)
+from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, container, env_of, find, helm, kube_version, one, render, template_text
 
 pytestmark = pytest.mark.timeout(120)
 

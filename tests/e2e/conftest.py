@@ -26,7 +26,8 @@ import kubernetes
 import pytest
 import yaml
 
-from oomtuner.kube import api, client as kube_client
+from oomtuner.kube import api
+from oomtuner.kube import client as kube_client
 from tests.e2e.kit import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -34,14 +34,15 @@ def _pods(kube: api.Client, namespace: str, selector: str, count: int = 1) -> li
 def test_owner_resolution_for_every_kind(kube: api.Client, namespace: str) -> None:
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("web"))
     pod = _pods(kube, namespace, "app=web")[0]
-    wl = owners.resolve(kube, pod)
+    chains = owners.Chains()
+    wl = owners.resolve(kube, pod, chains=chains)
     assert (wl.kind, wl.name, wl.api_version) == ("Deployment", "web", "apps/v1")
     assert wl.uid and wl.template_labels == {"app": "web"}
     assert [c.name for c in wl.containers()] == ["app"]
     # The ReplicaSet → Deployment link is remembered: the second resolution reads the Deployment only.
     gets = api.REQUESTS.labels(verb="GET")
     before = gets._value.get()
-    again = owners.resolve(kube, pod)
+    again = owners.resolve(kube, pod, chains=chains)
     assert gets._value.get() - before == 1
     assert (again.kind, again.name, again.uid) == (wl.kind, wl.name, wl.uid)
 
@@ -152,10 +153,10 @@ def test_recommendation_is_created_once_owned_and_status_survives_races(kube: ap
 
     # Two writers race from the same stale copy; each change must survive.
     def add_kill(kill_id: str) -> None:
-        def mutate(obj: recommendation.OOMRecommendation) -> recommendation.OOMRecommendation:
+        def mutate(obj: recommendation.OOMRecommendation) -> store.Edit[None]:
             obj.status.kills.append(recommendation.Kill(id=kill_id, pod="p", container="app"))
             obj.status.totalKills = len(obj.status.kills)
-            return obj
+            return store.Edit(obj, None)
 
         store.update_recommendation_status(kube, current=first, mutate=mutate)
 

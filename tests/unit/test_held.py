@@ -1,6 +1,7 @@
 """A patch held back by the cooldown: when it is due, judged from a recommendation's status alone
 (pure, `domain.held`), and how the operator rebuilds its schedule from recommendation events after a
-restart. Real: `reconcile.Operator` and the domain. Played: the API server (a small in-memory client).
+restart. Real: the operator's services (`oomtuner.app`) and the domain. Played: the API server
+(`tests.fakes.FakeApi`), and the patch itself (a recording stand-in for the patcher's apply).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from oomtuner import config, reconcile
+from oomtuner import app as app_mod
+from oomtuner import config
 from oomtuner.api import recommendation, types
 from oomtuner.domain import held, workload
 from oomtuner.kube import api
+from oomtuner.services import held as held_service
+from oomtuner.services import patcher
+from tests.fakes import FakeApi
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -26,7 +31,8 @@ DEPLOYMENT = "/apis/apps/v1/namespaces/shop/deployments/web"
 def _status(*, phase: str = "Pending", reason: str | None = "CooldownActive", applied_ago: datetime.timedelta | None = MINUTE,
             current: tuple[str | None, str | None] = ("192Mi", "384Mi"),
             recommended: tuple[str | None, str | None] = ("288Mi", "576Mi"),
-            policy: str | None = "policy", mode: str = "Auto") -> dict[str, Any]:
+            policy: str | None = "policy", mode: str = "Auto",
+            next_attempt: datetime.datetime | None = None) -> dict[str, Any]:
     conditions = [{"type": "Ready", "status": "True", "reason": "Computed"}]
     if reason is not None:
         conditions.append({"type": "Applied", "status": "True" if reason in ("Patched", "UpToDate") else "False",
@@ -34,6 +40,7 @@ def _status(*, phase: str = "Pending", reason: str | None = "CooldownActive", ap
     return {
         "phase": phase, "policy": policy, "mode": mode, "conditions": conditions,
         "appliedAt": (NOW - applied_ago).strftime("%Y-%m-%dT%H:%M:%SZ") if applied_ago is not None else None,
+        "nextAttemptAt": next_attempt.strftime("%Y-%m-%dT%H:%M:%SZ") if next_attempt is not None else None,
         "containers": [{"name": "app", "current": {"request": current[0], "limit": current[1]},
                         "recommended": {"request": recommended[0], "limit": recommended[1]}}],
     }
@@ -76,7 +83,19 @@ def _due(cooldown: datetime.timedelta | None = 10 * MINUTE, **status: Any) -> da
         ({"reason": "Ignored"}, 10 * MINUTE, None),
         ({"reason": "NotPatchable"}, 10 * MINUTE, None),
         ({"reason": "Rejected"}, 10 * MINUTE, None),
-        ({"reason": None}, 10 * MINUTE, None),
+        ({"reason": "Conflict"}, 10 * MINUTE, None),
+        ({"reason": "NotAdopted"}, 10 * MINUTE, None),
+        # owed and not tried yet (the operator stopped between the status write and the patch): due
+        # once the cooldown of the last patch ends, at once without one
+        ({"reason": "Pending"}, 10 * MINUTE, NOW + 9 * MINUTE),
+        ({"reason": None}, 10 * MINUTE, NOW + 9 * MINUTE),
+        ({"reason": "Pending", "applied_ago": None}, 10 * MINUTE, NOW),
+        ({"reason": "Pending"}, None, NOW),
+        # a passing failure: due when the status says, never more than the retry cap away
+        ({"reason": "Retrying", "next_attempt": NOW + 2 * MINUTE}, 10 * MINUTE, NOW + 2 * MINUTE),
+        ({"reason": "Retrying", "next_attempt": NOW - 2 * MINUTE}, 10 * MINUTE, NOW),
+        ({"reason": "Retrying", "next_attempt": NOW + 600 * MINUTE}, 10 * MINUTE, NOW + held.RETRY_CAP),
+        ({"reason": "Retrying"}, 10 * MINUTE, NOW),
         # nothing left to apply, or a phase that is never auto-applied
         ({"recommended": ("192Mi", "384Mi")}, 10 * MINUTE, None),
         ({"recommended": ("100Mi", "200Mi")}, 10 * MINUTE, None),
@@ -105,13 +124,6 @@ def test_a_status_without_containers_or_conditions_holds_nothing() -> None:
 # ---- the operator rebuilds its schedule from recommendation events --------------------------------
 
 
-class NoCalls:
-    """A client that fails the test on any request: recommendation events must cost none."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"unexpected API call: {name}")
-
-
 def _policy_body(name: str = "policy", mode: str = "Auto", cooldown: str = "10m", labels: dict[str, str] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"mode": mode, "cooldown": cooldown}
     if labels:
@@ -123,14 +135,31 @@ def _policy_body(name: str = "policy", mode: str = "Auto", cooldown: str = "10m"
                        "conditions": [{"type": "Valid", "status": "True", "message": "the policy is in effect"}]}}
 
 
-def _operator(client: Any, **settings: Any) -> reconcile.Operator:
-    return reconcile.Operator(client=client, settings=config.Settings(**settings), clock=lambda: NOW)  # type: ignore[arg-type]
+def _app(client: FakeApi, **settings: Any) -> app_mod.App:
+    return app_mod.App(client=client, settings=config.Settings(**settings), clock=lambda: NOW)  # type: ignore[arg-type]
 
 
-def _learn(op: reconcile.Operator, body: dict[str, Any]) -> None:
-    parsed, problem = reconcile._read_policy(body, namespace="shop", name=body["metadata"]["name"])
-    assert parsed is not None and problem is None
-    op.policies["shop"][parsed.metadata.name] = parsed
+def _learn(app: app_mod.App, body: dict[str, Any]) -> None:
+    """The policy as the policy watch brings it (its status is current: nothing is written)."""
+    app.on_policy(body)
+    assert app.policies.known("shop", body["metadata"]["name"])
+
+
+def _deployment() -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+            "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "app", "resources": {"requests": {"memory": "192Mi"}, "limits": {"memory": "384Mi"}}}]}}}}
+
+
+def _cluster(*, rec: dict[str, Any] | None = None, policies: list[dict[str, Any]] = (), deployment: bool = True) -> FakeApi:  # type: ignore[assignment]
+    objects: dict[str, dict[str, Any]] = {}
+    if rec is not None:
+        objects[REC] = rec
+    if deployment:
+        objects[DEPLOYMENT] = _deployment()
+    for body in policies:
+        objects[f"{POLICIES}/{body['metadata']['name']}"] = body
+    return FakeApi(objects)
 
 
 @pytest.mark.parametrize(
@@ -156,112 +185,92 @@ def _learn(op: reconcile.Operator, body: dict[str, Any]) -> None:
 def test_a_recommendation_event_schedules_its_held_patch_without_an_api_call(
     policy_body: dict[str, Any] | None, status: dict[str, Any], expected: datetime.datetime | None
 ) -> None:
-    op = _operator(NoCalls())
+    client = _cluster(deployment=False)
+    app = _app(client)
     if policy_body is not None:
-        _learn(op, policy_body)
-    assert op.on_recommendation(_rec(**status)) is False
-    assert op._deferred.get("shop/deployment-web") == expected
+        _learn(app, policy_body)
+    client.calls.clear()
+    assert app.on_recommendation(_rec(**status)) is False
+    assert app.held.scheduled().get("shop/deployment-web") == expected
+    assert client.calls == []
 
 
 def test_without_a_policy_the_default_mode_and_cooldown_decide() -> None:
-    op = _operator(NoCalls(), default_mode=types.Mode.AUTO, cooldown="5m")
-    op.on_recommendation(_rec(policy=None))
-    assert op._deferred == {"shop/deployment-web": NOW + 4 * MINUTE}
+    client = _cluster(deployment=False)
+    app = _app(client, default_mode=types.Mode.AUTO, cooldown="5m")
+    app.on_recommendation(_rec(policy=None))
+    assert app.held.scheduled() == {"shop/deployment-web": NOW + 4 * MINUTE}
+    assert client.calls == []
 
 
 def test_a_schedule_already_made_stands() -> None:
-    op = _operator(NoCalls())
-    _learn(op, _policy_body())
-    op._deferred["shop/deployment-web"] = NOW + 3 * MINUTE  # as `_apply` judged it
-    op.on_recommendation(_rec())
-    assert op._deferred == {"shop/deployment-web": NOW + 3 * MINUTE}
+    app = _app(_cluster(deployment=False))
+    _learn(app, _policy_body())
+    app.held.schedule("shop/deployment-web", NOW + 3 * MINUTE)  # as the patcher judged it
+    app.on_recommendation(_rec())
+    assert app.held.scheduled() == {"shop/deployment-web": NOW + 3 * MINUTE}
 
 
 def test_an_unreadable_recommendation_schedules_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    op = _operator(NoCalls())
-    assert op.on_recommendation({"metadata": {"name": "x"}, "spec": {}}) is False
-    assert op._deferred == {}
+    app = _app(_cluster(deployment=False))
+    assert app.on_recommendation({"metadata": {"name": "x"}, "spec": {}}) is False
+    assert app.held.scheduled() == {}
     assert "unreadable OOMRecommendation" in caplog.text
 
 
-class Cluster:
-    """The recommendation, the Deployment and the namespace's policies, read by path."""
+def _applying(app: app_mod.App, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None, patcher.Trigger]]:
+    """Record what the patcher is asked to do instead of patching."""
+    done: list[tuple[str, str | None, patcher.Trigger]] = []
 
-    def __init__(self, *, rec: dict[str, Any], policies: list[dict[str, Any]], deployment: bool = True,
-                 fail: Exception | None = None):
-        self.bodies: dict[str, dict[str, Any]] = {REC: rec}
-        if deployment:
-            self.bodies[DEPLOYMENT] = {
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
-                "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                    {"name": "app", "resources": {"requests": {"memory": "192Mi"}, "limits": {"memory": "384Mi"}}}]}}},
-            }
-        self.policies = policies
-        self.fail = fail
-        self.calls: list[str] = []
+    def apply(rec: recommendation.OOMRecommendation, *, target: workload.Workload, chosen: Any,
+              trigger: patcher.Trigger) -> None:
+        done.append((target.display, chosen.metadata.name if chosen else None, trigger))
 
-    def get_or_none(self, path: str) -> dict[str, Any] | None:
-        self.calls.append(f"get {path}")
-        if self.fail is not None:
-            raise self.fail
-        return self.bodies.get(path)
-
-    def list(self, path: str, *, query: Any = None) -> list[dict[str, Any]]:
-        self.calls.append(f"list {path}")
-        assert path == POLICIES
-        return self.policies
-
-
-def _applying(op: reconcile.Operator) -> list[tuple[str, str | None]]:
-    """Record what `_apply` is asked to do instead of patching."""
-    done: list[tuple[str, str | None]] = []
-
-    def apply(rec: recommendation.OOMRecommendation, *, target: workload.Workload, chosen: Any, trigger: str) -> None:
-        done.append((target.display, chosen.metadata.name if chosen else None))
-
-    op._apply = apply  # type: ignore[method-assign]
+    monkeypatch.setattr(app.patcher, "apply", apply)
     return done
 
 
-def test_a_held_patch_due_before_the_policy_watch_reads_the_policies_first() -> None:
-    cluster = Cluster(rec=_rec(applied_ago=30 * MINUTE), policies=[_policy_body(), _policy_body("other", mode="Recommend", labels={"app": "api"})])
-    op = _operator(cluster)
-    done = _applying(op)
-    op.on_recommendation(cluster.bodies[REC])
-    assert op._deferred == {"shop/deployment-web": NOW}
-    assert op.apply_due() == 1
-    assert done == [("Deployment/web", "policy")]
-    assert f"list {POLICIES}" in cluster.calls
-    assert set(op.policies["shop"]) == {"policy", "other"}
-    assert op._deferred == {}
+def test_a_held_patch_due_before_the_policy_watch_reads_the_policies_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _cluster(rec=_rec(applied_ago=30 * MINUTE),
+                      policies=[_policy_body(), _policy_body("other", mode="Recommend", labels={"app": "api"})])
+    app = _app(client)
+    done = _applying(app, monkeypatch)
+    app.on_recommendation(client.body(REC))
+    assert app.held.scheduled() == {"shop/deployment-web": NOW}
+    assert app.apply_due() == 1
+    assert done == [("Deployment/web", "policy", patcher.Trigger.AFTER_COOLDOWN)]
+    assert client.count(f"LIST {POLICIES}") == 1
+    assert app.policies.known("shop", "policy") and app.policies.known("shop", "other")
+    assert app.held.scheduled() == {}
 
 
-def test_a_held_patch_whose_policy_is_gone_is_not_applied_in_another_mode() -> None:
-    cluster = Cluster(rec=_rec(applied_ago=30 * MINUTE), policies=[])
-    op = _operator(cluster)
-    done = _applying(op)
-    op.on_recommendation(cluster.bodies[REC])
-    assert op.apply_due() == 1
-    assert done == [] and op._deferred == {}
+def test_a_held_patch_whose_policy_is_gone_is_not_applied_in_another_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _cluster(rec=_rec(applied_ago=30 * MINUTE))
+    app = _app(client)
+    done = _applying(app, monkeypatch)
+    app.on_recommendation(client.body(REC))
+    assert app.apply_due() == 1
+    assert done == [] and app.held.scheduled() == {}
 
 
-def test_a_held_patch_of_a_deleted_workload_is_dropped() -> None:
-    cluster = Cluster(rec=_rec(applied_ago=30 * MINUTE), policies=[_policy_body()], deployment=False)
-    op = _operator(cluster)
-    _learn(op, _policy_body())
-    done = _applying(op)
-    op.on_recommendation(cluster.bodies[REC])
-    assert op.apply_due() == 1
-    assert done == [] and op._deferred == {}
-    assert not any(call.startswith("list") for call in cluster.calls)  # the policy was known
+def test_a_held_patch_of_a_deleted_workload_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _cluster(rec=_rec(applied_ago=30 * MINUTE), policies=[_policy_body()], deployment=False)
+    app = _app(client)
+    _learn(app, _policy_body())
+    client.calls.clear()
+    done = _applying(app, monkeypatch)
+    app.on_recommendation(client.body(REC))
+    assert app.apply_due() == 1
+    assert done == [] and app.held.scheduled() == {}
+    assert client.count("LIST") == 0  # the policy was known
 
 
 def test_a_held_patch_that_cannot_be_read_is_tried_again_later(caplog: pytest.LogCaptureFixture) -> None:
-    error = api.ApiError(status=503, reason="Service Unavailable", body=None, method="GET", path=REC)
-    cluster = Cluster(rec=_rec(applied_ago=30 * MINUTE), policies=[], fail=error)
-    op = _operator(cluster)
-    _learn(op, _policy_body())
-    op.on_recommendation(cluster.bodies[REC])
-    assert op.apply_due() == 1
-    assert op._deferred == {"shop/deployment-web": NOW + reconcile.DEFERRED_RETRY}
+    client = _cluster(rec=_rec(applied_ago=30 * MINUTE))
+    app = _app(client)
+    _learn(app, _policy_body())
+    app.on_recommendation(client.body(REC))
+    client.fail[REC] = api.ApiError(status=503, reason="Service Unavailable", body=None, method="GET", path=REC)
+    assert app.apply_due() == 1
+    assert app.held.scheduled() == {"shop/deployment-web": NOW + held_service.RETRY}
     assert "tried again in 30s" in caplog.text and "503" in caplog.text

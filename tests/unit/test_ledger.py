@@ -1,20 +1,23 @@
-"""The kill ledger in a recommendation's status: each kill counted once, capped, restart-safe.
-Pure domain logic."""
+"""The kill ledger in a recommendation's status: each kill counted once, exactly, across restarts,
+bursts of any size and skewed clocks; the evidence records capped. Pure domain logic."""
 
 from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from oomtuner.api import recommendation, types
-from oomtuner.domain import classify, kills, ledger
+from oomtuner.domain import child_kills, classify, kills, ledger
 
 T0 = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.timezone.utc)
 
 
-def _kill(minute: int, *, container: str = "app", uid: str = "u1", limit: int | None = 256 << 20) -> kills.OOMKill:
+def _kill(minute: int, *, container: str = "app", uid: str = "u1", limit: int | None = 256 << 20,
+          at: datetime.datetime | None = None) -> kills.OOMKill:
     return kills.OOMKill(
         namespace="ns", pod="p", pod_uid=uid, container=container, container_type=types.ContainerType.CONTAINER,
-        node="n", at=T0 + datetime.timedelta(minutes=minute), started_at=T0, restart_count=minute, exit_code=137,
+        node="n", at=at or T0 + datetime.timedelta(minutes=minute), started_at=T0, restart_count=minute, exit_code=137,
         container_id=None, request=128 << 20, limit_at_kill=limit, qos_class=types.QOSClass.BURSTABLE,
         oom_score_adj=990, pod_memory_limit=None,
     )
@@ -24,12 +27,77 @@ def _classified(k: kills.OOMKill) -> ledger.Classified:
     return ledger.Classified(kill=k, classification=types.Classification.LIMIT, reason="hit its limit")
 
 
+def _status(*recorded: kills.OOMKill) -> recommendation.OOMRecommendationStatus:
+    """A status that has counted `recorded` (oldest first), as the recorder writes it."""
+    return recommendation.OOMRecommendationStatus(kills=ledger.append([], [_classified(k) for k in recorded]),
+                                                  counted=ledger.count([], recorded))
+
+
 def test_new_kills_are_counted_once() -> None:
     first = [_kill(1), _kill(2)]
-    records = ledger.append([], [_classified(k) for k in first])
-    assert ledger.unseen(records, first) == []
+    status = _status(*first)
+    assert ledger.unseen(status, first) == []
     again = [_kill(2), _kill(3), _kill(3)]
-    assert [k.at for k in ledger.unseen(records, again)] == [_kill(3).at]
+    assert [k.at for k in ledger.unseen(status, again)] == [_kill(3).at]
+
+
+def test_a_burst_of_any_size_in_one_second_is_counted_once_after_a_restart() -> None:
+    """1,000 pods killed in the same second: the evidence keeps 20, the count keeps every pod."""
+    burst = [_kill(0, uid=f"pod-{i}") for i in range(1000)]
+    status = _status(*burst)
+    assert len(status.kills) == recommendation.MAX_KILLS and len(status.counted) == 1000
+    assert ledger.unseen(status, burst) == []  # a restart replays every pod's status: nothing new
+    assert ledger.unseen(status, [_kill(1, uid="pod-7")]) == [_kill(1, uid="pod-7")]
+
+
+@pytest.mark.parametrize("skew", [-3600, -300, 0, 300, 3600])
+def test_a_node_clock_ahead_or_behind_loses_no_kill(skew: int) -> None:
+    """Kills of many pods fill the evidence; a pod on a node whose clock is off by `skew` seconds is
+    counted all the same, once."""
+    status = _status(*[_kill(10, uid=f"pod-{i}") for i in range(50)])
+    skewed = _kill(11, uid="late", at=T0 + datetime.timedelta(minutes=11, seconds=skew))
+    assert ledger.unseen(status, [skewed]) == [skewed]
+    counted = status.model_copy(update={"counted": ledger.count(status.counted, [skewed])})
+    assert ledger.unseen(counted, [skewed]) == []
+
+
+def test_a_container_keeps_its_two_newest_kills_which_is_all_its_status_can_show() -> None:
+    kills_ = [_kill(m) for m in range(5)]
+    counted = ledger.count([], kills_)
+    (entry,) = counted
+    assert entry.kills == [kills_[3].identity.split("/", 2)[2], kills_[4].identity.split("/", 2)[2]]
+    status = recommendation.OOMRecommendationStatus(counted=counted)
+    # the status shows the newest two (state and lastState): both counted; a new one is not
+    assert ledger.unseen(status, kills_[3:]) == []
+    assert ledger.unseen(status, [_kill(5)]) == [_kill(5)]
+
+
+def test_the_agents_counter_counts_each_child_kill_once() -> None:
+    base = _kill(5)
+    child = [child_kills.ChildOOMKill(**{**base.__dict__, "container_id": "abc123abc123", "at": base.at},
+                                      oom_kill_counter=n, hit_own_limit=True) for n in (1, 2, 3)]
+    status = recommendation.OOMRecommendationStatus(counted=ledger.count([], child[:2]))
+    assert ledger.unseen(status, child) == [child[2]]
+    # a newer instance of the container starts its counter again
+    fresh = child_kills.ChildOOMKill(**{**base.__dict__, "container_id": "def456def456", "at": base.at},
+                                     oom_kill_counter=1, hit_own_limit=True)
+    assert ledger.unseen(status, [fresh]) == [fresh]
+
+
+def test_pods_that_are_gone_leave_the_record() -> None:
+    counted = ledger.count([], [_kill(1, uid="a"), _kill(1, uid="b")])
+    assert [c.podUID for c in ledger.prune(counted, gone={"a"})] == ["b"]
+
+
+def test_a_recommendation_written_before_the_record_keeps_the_old_rule_once() -> None:
+    """No `counted` yet (an older operator wrote it): a kill older than the oldest of a full ledger
+    was counted."""
+    capacity = recommendation.MAX_KILLS
+    all_kills = [_kill(i) for i in range(capacity + 5)]
+    legacy = recommendation.OOMRecommendationStatus(kills=ledger.append([], [_classified(k) for k in all_kills]))
+    assert ledger.unseen(legacy, all_kills[:5]) == []
+    newer = _kill(capacity + 10)
+    assert ledger.unseen(legacy, [newer]) == [newer]
 
 
 def test_record_round_trip_keeps_what_leak_detection_needs() -> None:
@@ -41,18 +109,6 @@ def test_record_round_trip_keeps_what_leak_detection_needs() -> None:
     assert back.classification == types.Classification.LIMIT
 
 
-def test_capped_ledger_does_not_recount_old_kills() -> None:
-    capacity = recommendation.MAX_KILLS
-    all_kills = [_kill(i) for i in range(capacity + 5)]
-    records = ledger.append([], [_classified(k) for k in all_kills], capacity=capacity)
-    assert len(records) == capacity
-    assert records[-1].id == all_kills[-1].identity
-    # The five oldest fell out of the ledger, but are older than everything kept: still seen.
-    assert ledger.unseen(records, all_kills[:5], capacity=capacity) == []
-    newer = _kill(capacity + 10)
-    assert ledger.unseen(records, [newer], capacity=capacity) == [newer]
-
-
 def test_identity_is_stable_between_state_and_last_state() -> None:
     a = _kill(3)
     b = kills.OOMKill(**{**a.__dict__, "restart_count": a.restart_count + 1})
@@ -60,21 +116,19 @@ def test_identity_is_stable_between_state_and_last_state() -> None:
 
 
 def test_agent_kill_and_status_kill_of_one_restart_count_once() -> None:
-    from oomtuner.domain import child_kills
-
     status_kill = _kill(5)
     child = child_kills.ChildOOMKill(**{**status_kill.__dict__, "at": status_kill.at + datetime.timedelta(seconds=2)},
                                      oom_kill_counter=1, hit_own_limit=True)
     assert child.identity != status_kill.identity
-    # Agent first, then the pod status.
-    records = ledger.append([], [_classified(child)])
-    assert ledger.unseen(records, [status_kill]) == []
-    # Pod status first, then the agent.
-    records = ledger.append([], [_classified(status_kill)])
-    assert ledger.unseen(records, [child]) == []
+    # Agent first, then the pod status; pod status first, then the agent.
+    assert ledger.unseen(_status(child), [status_kill]) == []
+    assert ledger.unseen(_status(status_kill), [child]) == []
+    # The same without the evidence records (a burst pushed them out): the per-container record decides.
+    assert ledger.unseen(recommendation.OOMRecommendationStatus(counted=ledger.count([], [child])), [status_kill]) == []
+    assert ledger.unseen(recommendation.OOMRecommendationStatus(counted=ledger.count([], [status_kill])), [child]) == []
     # A status kill long after the agent's is another kill.
     later = _kill(30)
-    assert ledger.unseen(ledger.append([], [_classified(child)]), [later]) == [later]
+    assert ledger.unseen(_status(child), [later]) == [later]
 
 
 def test_a_culprit_finding_becomes_the_kill_records_culprit() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from oomtuner.api import types
+from oomtuner.api import kinds, types
 from oomtuner.domain import patch
 
 MI = 1024 * 1024
@@ -41,7 +41,7 @@ def test_apply_body_puts_memory_in_the_template(kind: str, path: list[str]) -> N
 def test_kinds_without_a_template_are_refused() -> None:
     with pytest.raises(KeyError):
         patch.apply_body(api_version="v1", kind="Pod", name="p", namespace="ns", changes=_changes())
-    assert "Job" not in patch.PATCHABLE and "Pod" not in patch.PATCHABLE
+    assert not kinds.patchable("Job") and not kinds.patchable("Pod")
 
 
 def test_resize_body_only_regular_containers() -> None:

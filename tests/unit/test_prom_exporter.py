@@ -13,8 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.openmetrics import parser as om_parser
 from prometheus_client import parser as text_parser
+from prometheus_client.openmetrics import parser as om_parser
 
 from oomtuner_lab import exporter
 

@@ -343,10 +343,10 @@ class Recording:
         return self.answer
 
 
-def _operator(source: Recording) -> Any:
-    from oomtuner import reconcile
+def _recompute(source: Recording) -> Any:
+    from oomtuner.services import recompute
 
-    return reconcile.Operator(client=None, settings=config.Settings(), usage=source)  # type: ignore[arg-type]
+    return recompute.Recompute(usage=source, caps=None)  # type: ignore[arg-type]
 
 
 def test_the_operator_asks_for_the_killed_containers_over_the_policys_lookback() -> None:
@@ -362,14 +362,14 @@ def test_the_operator_asks_for_the_killed_containers_over_the_policys_lookback()
     records = [recommendation.Kill(id="k1", pod="db-0", container="app", at="2026-01-05T11:00:00Z",
                                    startedAt="2026-01-05T09:00:00Z")]
     source = Recording(usage.History(outcome=usage.Outcome.NO_DATA, message="none"))
-    assert _operator(source)._usage_history(target, chosen, records, now=NOW).outcome == usage.Outcome.NO_DATA
+    assert _recompute(source).history(target, chosen, records, now=NOW).outcome == usage.Outcome.NO_DATA
     (asked,) = source.queries
     assert (asked.namespace, asked.workload_kind, asked.workload_name) == ("shop", "StatefulSet", "db")
     assert asked.containers == ("app",) and asked.lookback == datetime.timedelta(hours=36) and asked.now == NOW
     assert [k.pod for k in asked.kills] == ["db-0"] and asked.kills[0].started_at == NOW - datetime.timedelta(hours=3)
     # Without a policy, the default lookback (7d); a source that raises becomes "unavailable".
     broken = Recording(RuntimeError("boom"))
-    history = _operator(broken)._usage_history(target, None, records, now=NOW)
+    history = _recompute(broken).history(target, None, records, now=NOW)
     assert broken.queries[0].lookback == datetime.timedelta(days=7)
     assert history.outcome == usage.Outcome.UNAVAILABLE and "boom" in history.message and history.data_source == "kills"
 

@@ -17,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oomtuner import config, reconcile
 from oomtuner.api import core, policy, types
 from oomtuner.domain import kills, quota, recommend, workload
 from oomtuner.kube import api
+from oomtuner.services import caps as caps_service
+from oomtuner.services import nodes as nodes_service
+from tests.fakes import FakeApi
 
 MI = 1024**2
 GI = 1024**3
@@ -397,22 +399,7 @@ def test_desired_pods_per_kind(kind: str, body: dict[str, Any], pods: int | None
     assert workload.desired_pods(kind, body) == pods
 
 
-# ---- the operator reads the quotas --------------------------------------------------------------------------
-
-
-class FakeClient:
-    """Answers list requests by path: a list of bodies, or an ApiError to raise."""
-
-    def __init__(self, answers: dict[str, list[dict[str, Any]] | api.ApiError]):
-        self.answers = answers
-        self.paths: list[str] = []
-
-    def list(self, path: str, *, query: Any = None) -> list[dict[str, Any]]:
-        self.paths.append(path)
-        answer = self.answers.get(path, [])
-        if isinstance(answer, api.ApiError):
-            raise answer
-        return answer
+# ---- the operator reads the quotas (services.caps on the fake API server) ---------------------------
 
 
 QUOTAS = "/api/v1/namespaces/shop/resourcequotas"
@@ -426,45 +413,59 @@ def _web(replicas: int = 2) -> workload.Workload:
     })
 
 
-def _operator(client: FakeClient) -> reconcile.Operator:
-    return reconcile.Operator(client=client, settings=config.Settings())  # type: ignore[arg-type]
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_the_operator_caps_by_the_quota_and_lists_quotas_once_per_burst(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = FakeClient({QUOTAS: [rq(used={"limits.memory": "512Mi"})]})
-    op = _operator(client)
-    assert op._caps(_web(replicas=2), None).quota_headroom == 256 * MI
-    assert op._caps(_web(replicas=4), None).quota_headroom == 128 * MI  # the same list, another workload
-    assert client.paths.count(QUOTAS) == 1
+def _quotas(*bodies: dict[str, Any]) -> FakeApi:
+    return FakeApi({f"{QUOTAS}/{b['metadata']['name']}": b for b in bodies})
+
+
+def _caps(client: FakeApi, clock: Clock | None = None) -> caps_service.Caps:
+    return caps_service.Caps(client, nodes=nodes_service.Nodes(client), clock=clock or Clock())  # type: ignore[arg-type]
+
+
+def test_the_operator_caps_by_the_quota_and_lists_quotas_once_per_burst() -> None:
+    client, clock = _quotas(rq(used={"limits.memory": "512Mi"})), Clock()
+    caps = _caps(client, clock)
+    assert caps.for_workload(_web(replicas=2), None).quota_headroom == 256 * MI
+    assert caps.for_workload(_web(replicas=4), None).quota_headroom == 128 * MI  # the same list, another workload
+    assert client.count(f"LIST {QUOTAS}") == 1
     # once the cache has expired, a changed quota is seen
-    client.answers[QUOTAS] = [rq(used={"limits.memory": "1000Mi"})]
-    monkeypatch.setattr(reconcile, "RESOURCE_QUOTA_TTL", 0.0)
-    assert op._caps(_web(replicas=2), None).quota_headroom == 12 * MI
-    assert client.paths.count(QUOTAS) == 2
+    client.put(f"{QUOTAS}/mem", rq(used={"limits.memory": "1000Mi"}))
+    clock.now += caps_service.RESOURCE_QUOTA_TTL
+    assert caps.for_workload(_web(replicas=2), None).quota_headroom == 12 * MI
+    assert client.count(f"LIST {QUOTAS}") == 2
 
 
 def test_the_request_policy_of_the_policy_decides_how_a_requests_quota_bounds_the_limit() -> None:
-    client = FakeClient({QUOTAS: [rq(hard={"requests.memory": "1Gi"}, used={"requests.memory": "992Mi"})]})
-    op = _operator(client)
+    caps = _caps(_quotas(rq(hard={"requests.memory": "1Gi"}, used={"requests.memory": "992Mi"})))
     chosen = policy.parse({"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy",
                            "metadata": {"name": "p", "namespace": "shop"}, "spec": {"memory": {"requestPolicy": "Unchanged"}}})
-    assert op._caps(_web(replicas=1), None).quota_headroom == 64 * MI  # KeepRatio: 32Mi × 256/128
-    assert op._caps(_web(replicas=1), chosen).quota_headroom is None
+    assert caps.for_workload(_web(replicas=1), None).quota_headroom == 64 * MI  # KeepRatio: 32Mi × 256/128
+    assert caps.for_workload(_web(replicas=1), chosen).quota_headroom is None
 
 
-def test_a_failed_list_means_no_cap_and_one_warning(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_list_means_no_cap_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     forbidden = api.ApiError(status=403, reason="Forbidden", method="GET", path=QUOTAS,
                              body={"message": 'resourcequotas is forbidden: cannot list resource "resourcequotas"'})
-    client = FakeClient({QUOTAS: forbidden, "/api/v1/namespaces/other/resourcequotas": forbidden})
-    op = _operator(client)
-    monkeypatch.setattr(reconcile, "RESOURCE_QUOTA_TTL", 0.0)
-    with caplog.at_level(logging.WARNING, logger="oomtuner.reconcile"):
+    client, clock = FakeApi(), Clock()
+    client.fail["/api/v1/namespaces/"] = lambda method, path: forbidden if path.endswith("/resourcequotas") else None
+    caps = _caps(client, clock)
+    with caplog.at_level(logging.WARNING, logger="oomtuner.services.caps"):
         for _ in range(3):
-            assert op._caps(_web(), None).quota_headroom is None
-        assert op._caps(workload.from_body(_web_body("other")), None).quota_headroom is None
+            assert caps.for_workload(_web(), None).quota_headroom is None
+            clock.now += caps_service.RESOURCE_QUOTA_TTL
+        assert caps.for_workload(workload.from_body(_web_body("other")), None).quota_headroom is None
     warnings = [r.getMessage() for r in caplog.records if "ResourceQuotas" in r.getMessage()]
     assert len(warnings) == 1 and "cannot list ResourceQuotas in shop" in warnings[0] and "403" in warnings[0]
-    assert client.paths.count(QUOTAS) == 3
+    assert client.count(f"LIST {QUOTAS}") == 3
 
 
 def _web_body(namespace: str) -> dict[str, Any]:
@@ -473,10 +474,10 @@ def _web_body(namespace: str) -> dict[str, Any]:
 
 
 def test_a_quota_that_cannot_be_used_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    op = _operator(FakeClient({QUOTAS: [rq(hard={"limits.memory": "12Qi"}), rq("new", synced=False)]}))
-    with caplog.at_level(logging.WARNING, logger="oomtuner.reconcile"):
+    caps = _caps(_quotas(rq(hard={"limits.memory": "12Qi"}), rq("new", synced=False)))
+    with caplog.at_level(logging.WARNING, logger="oomtuner.services.caps"):
         for _ in range(3):
-            assert op._caps(_web(), None).quota_headroom is None
+            assert caps.for_workload(_web(), None).quota_headroom is None
     warnings = sorted(r.getMessage() for r in caplog.records)
     assert len(warnings) == 2
     assert 'ResourceQuota shop/mem: spec.hard.limits.memory: invalid quantity "12Qi"' in warnings[0]
@@ -484,9 +485,12 @@ def test_a_quota_that_cannot_be_used_is_logged_once(caplog: pytest.LogCaptureFix
 
 
 def test_a_daemonset_not_counted_yet_shares_the_room_with_a_pod_on_every_known_node() -> None:
-    op = _operator(FakeClient({QUOTAS: [rq(used={"limits.memory": "512Mi"})]}))
+    client = _quotas(rq(used={"limits.memory": "512Mi"}))
+    nodes = nodes_service.Nodes(client)  # type: ignore[arg-type]
     for node in ("a", "b", "c", "d"):
-        op.nodes[node] = reconcile.NodeInfo(capacity=16 * GI, allocatable=16 * GI)
+        nodes.update(core.parse_node({"metadata": {"name": node},
+                                          "status": {"capacity": {"memory": "16Gi"}, "allocatable": {"memory": "16Gi"}}}))
+    caps = caps_service.Caps(client, nodes=nodes)  # type: ignore[arg-type]
     daemons = workload.from_body({**_web_body("shop"), "kind": "DaemonSet"})
     assert daemons.replicas is None
-    assert op._caps(daemons, None).quota_headroom == 128 * MI
+    assert caps.for_workload(daemons, None).quota_headroom == 128 * MI

@@ -104,6 +104,45 @@ def test_the_base_is_the_largest_limit_seen() -> None:
     assert result.limit == 768 * MI
 
 
+# ---- only a kill at the memory in force raises it ---------------------------------------------------
+
+
+def test_a_kill_below_the_template_is_stale_and_raises_nothing() -> None:
+    """The Deployment went to 384Mi; an old pod still at 256Mi is killed (a slow rollout)."""
+    result = rec(current=resources(request=192 * MI, limit=384 * MI), kills=[kill(0), kill(10)])
+    assert (result.request, result.limit) == (192 * MI, 384 * MI) and not recommend.needs_change(result)
+    assert result.kills == 2 and result.phase == types.Phase.PENDING
+    assert "every kill is stale: stale: killed at 256Mi, template already 384Mi" in result.reason
+    assert "raise nothing" in result.reason
+
+
+def test_a_kill_below_what_the_operator_applied_is_stale_even_before_the_template_read_shows_it() -> None:
+    applied = resources(request=192 * MI, limit=384 * MI)
+    result = rec(current=resources(), kills=[kill(0)], in_force=applied)
+    assert result.limit == 256 * MI and "template already 384Mi" in result.reason
+
+
+def test_a_kill_at_the_limit_in_force_raises_it_and_the_stale_ones_are_named() -> None:
+    result = rec(current=resources(request=192 * MI, limit=384 * MI),
+                 kills=[kill(0), kill(5, limit=384 * MI), kill(10)])
+    assert result.limit == 576 * MI
+    assert "OOM-killed 1× at limit 384Mi (Limit); 2 of 3 kills are stale (stale: killed at 256Mi, " \
+           "template already 384Mi): they raise nothing" in result.reason
+    assert result.kills == 3
+
+
+def test_a_node_kill_below_the_request_in_force_is_stale() -> None:
+    node = [kill(0, limit=None, request=128 * MI)]
+    result = rec(current=resources(request=256 * MI, limit=None), kills=node, classifications=[types.Classification.NODE])
+    assert (result.request, result.limit) == (256 * MI, None)
+    assert "killed with a request of 128Mi, template already 256Mi" in result.reason
+
+
+def test_a_kill_of_unknown_memory_is_never_stale() -> None:
+    k = kill(0, limit=None)
+    assert recommend.stale_reason(k, LIMIT, in_force=resources(limit=384 * MI)) is None
+
+
 @pytest.mark.parametrize(
     ("request_policy", "usage", "expected_request", "fragment"),
     [

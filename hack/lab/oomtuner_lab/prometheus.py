@@ -1,6 +1,6 @@
 """A real Prometheus for the lab: Debian's `prometheus` binary scraping the lab exporter.
 
-So usage history in the lab is real PromQL over a real TSDB (DESIGN, "The local lab"). A `Server`
+So usage history in the lab is real PromQL over a real TSDB (README, "The local lab"). A `Server`
 is one Prometheus process with its own folder (config, data, log, pid file) and port; it scrapes the
 given targets every second. History longer than a test can wait for is backfilled: the exporter's
 traces are written as OpenMetrics, `promtool tsdb create-blocks-from openmetrics` turns them into

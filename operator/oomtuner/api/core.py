@@ -1,7 +1,7 @@
 """Typed, lenient models of the built-in objects the operator reads: Pod, Node, Event and ResourceQuota.
 
 Bodies arrive from watches as plain dicts. They are parsed here, at the edge, so the domain never reaches
-into nested dicts (STYLE habit 2). The models are deliberately lenient, unlike the models of our own
+into nested dicts (ARCHITECTURE.md, "Invariants"). The models are deliberately lenient, unlike the models of our own
 custom resources:
 
 - unknown fields are ignored, so a newer API server adding fields breaks nothing;
@@ -260,11 +260,51 @@ class ResourceQuota(_Lenient):
     status: ResourceQuotaStatus = pydantic.Field(default_factory=ResourceQuotaStatus)
 
 
+class LimitRangeItem(_Lenient):
+    type: str = ""
+    max: ResourceList = pydantic.Field(default_factory=dict)
+
+
+class LimitRangeSpec(_Lenient):
+    limits: list[LimitRangeItem] = pydantic.Field(default_factory=list)
+
+
+class LimitRange(_Lenient):
+    apiVersion: str = "v1"
+    kind: str = "LimitRange"
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta)
+    spec: LimitRangeSpec = pydantic.Field(default_factory=LimitRangeSpec)
+
+
 class InvalidObject(ValueError):
     """A body that cannot be read even leniently; the message names the object and the field."""
 
 
 _Model = TypeVar("_Model", bound=pydantic.BaseModel)
+
+
+OOM_KILLED = "OOMKilled"
+_STATUS_LISTS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
+
+
+def shows_oom_kill(body: Mapping[str, Any]) -> bool:
+    """A cheap pre-filter on a raw pod body: does any container status say OOMKilled?
+
+    Runs on every pod event, before any parsing, so it only walks the status lists (and never raises
+    on odd shapes).
+    """
+    status = body.get("status") if isinstance(body, Mapping) else None
+    if not isinstance(status, Mapping):
+        return False
+    for key in _STATUS_LISTS:
+        statuses = status.get(key)
+        for cs in statuses if isinstance(statuses, list) else ():
+            for state_key in ("state", "lastState"):
+                state = cs.get(state_key) if isinstance(cs, Mapping) else None
+                term = state.get("terminated") if isinstance(state, Mapping) else None
+                if isinstance(term, Mapping) and term.get("reason") == OOM_KILLED:
+                    return True
+    return False
 
 
 def parse_pod(body: Mapping[str, Any]) -> Pod:
@@ -286,6 +326,11 @@ def parse_event(body: Mapping[str, Any]) -> Event:
 def parse_resource_quota(body: Mapping[str, Any]) -> ResourceQuota:
     """Parse a ResourceQuota body. Quantities stay text; raises InvalidObject like parse_pod."""
     return _parse(ResourceQuota, body, kind="ResourceQuota")
+
+
+def parse_limit_range(body: Mapping[str, Any]) -> LimitRange:
+    """Parse a LimitRange body. Quantities stay text; raises InvalidObject like parse_pod."""
+    return _parse(LimitRange, body, kind="LimitRange")
 
 
 def _parse(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model:

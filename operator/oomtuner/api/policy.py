@@ -36,7 +36,7 @@ class LabelSelector(pydantic.BaseModel):
 
 
 class MemorySettings(pydantic.BaseModel):
-    """How a memory recommendation is computed (see DESIGN: bounded OOM bump)."""
+    """How a memory recommendation is computed (README, "How a recommendation is computed")."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
 

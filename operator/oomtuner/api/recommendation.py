@@ -11,7 +11,7 @@ from typing import Any
 
 import pydantic
 
-from oomtuner.api import policy, types
+from oomtuner.api import kinds, policy, types
 
 GROUP = policy.GROUP
 VERSION = policy.VERSION
@@ -24,7 +24,7 @@ class TargetRef(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     apiVersion: str = pydantic.Field(min_length=1)
-    kind: str = pydantic.Field(pattern=r"^(Deployment|StatefulSet|DaemonSet|ReplicaSet|CronJob|Job|Pod)$")
+    kind: str = pydantic.Field(pattern=kinds.KIND_PATTERN)
     name: str = pydantic.Field(min_length=1)
 
 
@@ -92,10 +92,61 @@ class Kill(pydantic.BaseModel):
     classification: types.Classification = types.Classification.UNKNOWN
     reason: str = ""
     startedAt: str | None = None
+    stale: bool = pydantic.Field(
+        default=False,
+        description="Killed below the memory the workload already had (an old pod during a rollout, a late "
+        "report): recorded, raises nothing.",
+    )
     culprit: Culprit | None = pydantic.Field(
         default=None,
         description="For a Node kill: the likely culprit on the node, or why none is named (set shortly after the kill).",
     )
+
+
+class ChildKillsCounted(pydantic.BaseModel):
+    """The node agent's kills of one container instance counted so far: its cgroup's OOM kill
+    counter only grows within an instance, so the highest value counted says which are."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    containerID: str = pydantic.Field(description="The container instance (runtime ID without the scheme).")
+    counter: int = pydantic.Field(ge=0, description="The highest value of its OOM kill counter counted.")
+    at: str | None = pydantic.Field(default=None, description="When the agent reported that value.")
+
+
+class Counted(pydantic.BaseModel):
+    """What has been counted of one container of one pod.
+
+    A pod's status shows at most the two newest terminations of a container (`state` and
+    `lastState`), so its two newest counted kills are all it takes to count each kill it shows
+    exactly once, however many pods a burst kills and whatever their nodes' clocks say.
+    """
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    podUID: str = pydantic.Field(description="The pod's UID: a pod that is gone never shows a kill again.")
+    container: str
+    kills: list[str] = pydantic.Field(
+        default_factory=list,
+        description="The newest kills counted from the pod status (at most two, oldest first), each by its "
+        "finishedAt in UTC (or, where the kubelet gave none, its container ID).",
+    )
+    childKills: list[ChildKillsCounted] = pydantic.Field(
+        default_factory=list, description="The node agent's kills counted, per container instance (at most two)."
+    )
+
+
+class Applied(pydantic.BaseModel):
+    """Memory the operator itself set on one container, and what the container had before."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    name: str
+    original: Resources = pydantic.Field(
+        default_factory=Resources, description="What the template had before the operator first changed it."
+    )
+    applied: Resources = pydantic.Field(default_factory=Resources, description="What the operator applied last.")
+    at: str | None = pydantic.Field(default=None, description="When it applied it.")
 
 
 class OOMRecommendationStatus(pydantic.BaseModel):
@@ -108,6 +159,18 @@ class OOMRecommendationStatus(pydantic.BaseModel):
     recommended: str | None = pydantic.Field(default=None, description="Recommended memory, for display.")
     containers: list[ContainerStatus] = pydantic.Field(default_factory=list)
     kills: list[Kill] = pydantic.Field(default_factory=list)
+    counted: list[Counted] = pydantic.Field(
+        default_factory=list,
+        description="Every kill counted, per pod and container, so a kill is counted once across restarts; "
+        "entries of pods that are gone are dropped.",
+    )
+    applied: list[Applied] = pydantic.Field(
+        default_factory=list, description="Per container, the memory the operator set and what it replaced."
+    )
+    nextAttemptAt: str | None = pydantic.Field(
+        default=None, description="When a patch that failed for a passing reason is tried again."
+    )
+    attempts: int | None = pydantic.Field(default=None, description="Patch attempts that failed for a passing reason.")
     policy: str | None = pydantic.Field(default=None, description="The OOMPolicy that applied, if any.")
     mode: types.Mode | None = None
     dataSource: str | None = pydantic.Field(
@@ -135,6 +198,13 @@ class OOMRecommendation(pydantic.BaseModel):
 def name_for(*, kind: str, name: str) -> str:
     """The recommendation's name for a workload: `<kind>-<name>` in lower case, at most 253 chars."""
     return f"{kind}-{name}".lower()[:253]
+
+
+def alternate_name_for(*, kind: str, name: str, uid: str) -> str:
+    """Where a workload's recommendation goes when `name_for` is taken by an object that is not its
+    own: `<kind>-<name>-<first 8 characters of its uid>`, at most 253 characters."""
+    suffix = f"-{uid[:8].lower()}"
+    return name_for(kind=kind, name=name)[: 253 - len(suffix)] + suffix
 
 
 def parse(body: Any) -> OOMRecommendation:

@@ -104,6 +104,7 @@ class Phase(str, enum.Enum):
     SUSPECTED_LEAK = "SuspectedLeak"
     CONFLICT = "Conflict"
     DISMISSED = "Dismissed"
+    OBSERVED = "Observed"
 
 
 class Condition(pydantic.BaseModel):

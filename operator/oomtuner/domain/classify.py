@@ -1,7 +1,7 @@
 """Why the kernel killed a container: its own memory limit (Limit), the node running out (Node), or
 not enough evidence to say (Unknown).
 
-The fix depends on the answer (DESIGN, "Classification"): a Limit kill needs a higher limit, a Node
+The fix depends on the answer (README, "How a kill is seen, counted and classified"): a Limit kill needs a higher limit, a Node
 kill a higher request, so the scheduler reserves what the container really uses. Every answer comes
 with its evidence as a sentence, because a recommendation must say why.
 

@@ -1,7 +1,7 @@
 """OOM kills as pod status reports them, each with the facts needed to explain and fix it.
 
 A container status whose `state.terminated` or `lastState.terminated` has reason "OOMKilled" is one
-kill (DESIGN, "Where OOM kills are seen"). The same kill shows up several times: in `state` right
+kill (README, "How a kill is seen, counted and classified"). The same kill shows up several times: in `state` right
 after it happened, then in `lastState` once the kubelet restarts the container (restartCount + 1),
 and again on every later update of the pod until the next termination replaces it. `OOMKill.identity`
 is what makes those sightings one kill, also across operator restarts, so a kill is counted once.

@@ -1,8 +1,11 @@
 """The kill ledger kept in an OOMRecommendation's status: what was counted, so it is counted once.
 
-A kill's identity (`kills.OOMKill.identity`) is stored with it. The ledger keeps the newest
-`recommendation.MAX_KILLS`; a kill older than the oldest kept one, when the ledger is full, is taken
-as already counted, so an operator restart that replays old pod statuses cannot count it again.
+Two records live in the status. `kills` holds the newest `recommendation.MAX_KILLS` kills with their
+evidence, for readers and for leak detection. `counted` is what makes counting exact: per pod and
+container, the newest two kills counted from the pod status (the status never shows more than the
+two newest terminations of a container) and, per container instance, the highest value of the node
+agent's OOM kill counter counted. Neither depends on how many kills a burst brings or on any clock;
+entries of pods that are gone are dropped (`prune`), since a pod that is gone never shows a kill again.
 """
 
 from __future__ import annotations
@@ -90,33 +93,119 @@ def from_record(record: recommendation.Kill, *, namespace: str) -> Classified:
     return Classified(kill=kill, classification=record.classification, reason=record.reason)
 
 
-def unseen(records: Sequence[recommendation.Kill], candidates: Sequence[kills.OOMKill], *, capacity: int = recommendation.MAX_KILLS) -> list[kills.OOMKill]:
-    """The candidates the ledger has not counted yet, oldest first, each once."""
-    known = {r.id for r in records}
+# The pod status shows at most the two newest terminations of a container: keeping its two newest
+# counted kills is enough to tell each kill it shows apart from the ones counted.
+KILLS_KEPT = 2
+# The node agent's kills: the instances of one container kept (each with its highest counter).
+INSTANCES_KEPT = 2
+
+
+def _suffix(kill: kills.OOMKill) -> str:
+    """The identity without its `<pod uid>/<container>/` prefix: finishedAt, or a fallback."""
+    return kill.identity[len(f"{kill.pod_uid}/{kill.container}/"):]
+
+
+def _entry(counted: Sequence[recommendation.Counted], kill: kills.OOMKill) -> recommendation.Counted | None:
+    return next((c for c in counted if c.podUID == kill.pod_uid and c.container == kill.container), None)
+
+
+def _suffix_time(suffix: str) -> datetime.datetime | None:
+    try:
+        at = datetime.datetime.fromisoformat(suffix)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=datetime.timezone.utc)
+
+
+def is_counted(status: recommendation.OOMRecommendationStatus, kill: kills.OOMKill) -> bool:
+    """Whether this kill (by identity) was counted already: in the per-container record, or (for a
+    recommendation written before that record existed) in the kill records."""
+    if any(r.id == kill.identity for r in status.kills):
+        return True
+    entry = _entry(status.counted, kill)
+    if entry is None:
+        return False
+    if isinstance(kill, child_kills.ChildOOMKill):
+        cid = child_kills.bare_container_id(kill.container_id) or ""
+        return any(c.containerID == cid and c.counter >= kill.oom_kill_counter for c in entry.childKills)
+    return _suffix(kill) in entry.kills
+
+
+def _near(a: datetime.datetime | None, b: datetime.datetime | None) -> bool:
+    return a is not None and b is not None and abs(a - b) <= child_kills.DEFAULT_TOLERANCE
+
+
+def _counted_as_the_other_source(status: recommendation.OOMRecommendationStatus, kill: kills.OOMKill) -> bool:
+    """A kill the node agent reported and the same kill in the pod status (the main process was
+    killed, the container restarted) have different identities: match them by pod, container and
+    time (`child_kills.same_kill`), against what was counted from the other source."""
+    child = isinstance(kill, child_kills.ChildOOMKill)
+    for record in status.kills:
+        if record.podUID != kill.pod_uid or record.container != kill.container or _is_child(record.id) == child:
+            continue
+        other = from_record(record, namespace="").kill
+        if child_kills.same_kill(kill, other) if child else child_kills.same_kill(other, kill):
+            return True
+    entry = _entry(status.counted, kill)
+    if entry is None:
+        return False
+    if child:
+        return any(_near(kill.at, _suffix_time(suffix)) for suffix in entry.kills)
+    cid = child_kills.bare_container_id(kill.container_id)
+    return any(_near(kill.at, timestamps.parse(c.at)) and (not cid or c.containerID == cid) for c in entry.childKills)
+
+
+def unseen(status: recommendation.OOMRecommendationStatus, candidates: Sequence[kills.OOMKill]) -> list[kills.OOMKill]:
+    """The candidates the recommendation has not counted yet, oldest first, each once.
+
+    Exact by construction (`status.counted`): no window a burst can overflow, no watermark a node's
+    clock can defeat. A recommendation written before that record existed (no `counted`) keeps the
+    old rule for its kill records once: a kill strictly older than the oldest of a full ledger was
+    counted.
+    """
     watermark: datetime.datetime | None = None
-    if len(records) >= capacity:
-        times = [t for t in (timestamps.parse(r.at) for r in records) if t is not None]
+    if not status.counted and len(status.kills) >= recommendation.MAX_KILLS:
+        times = [t for t in (timestamps.parse(r.at) for r in status.kills) if t is not None]
         watermark = min(times) if times else None
-    # A kill the node agent reported and the same kill in the pod status (the container did restart)
-    # have different identities: match them by pod, container and time (child_kills.same_kill).
-    children = [from_record(r, namespace="").kill for r in records if _is_child(r.id)]
-    statuses = [from_record(r, namespace="").kill for r in records if not _is_child(r.id)]
     fresh: dict[str, kills.OOMKill] = {}
     for k in candidates:
-        if k.identity in known or k.identity in fresh:
+        if k.identity in fresh or is_counted(status, k):
             continue
-        # Strictly older than everything kept: it fell out of the ledger, it was counted. (A kill in
-        # the same second as the oldest kept one is counted as new: finishedAt has second precision,
-        # and a burst of kills of one workload shares its seconds.)
         if watermark is not None and k.at is not None and k.at < watermark:
             continue
-        if _is_child(k.identity):
-            if any(child_kills.same_kill(k, s) for s in statuses):
-                continue
-        elif any(child_kills.same_kill(c, k) for c in children):
+        if _counted_as_the_other_source(status, k):
             continue
         fresh[k.identity] = k
     return sorted(fresh.values(), key=lambda k: (k.at or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc), k.identity))
+
+
+def count(counted: Sequence[recommendation.Counted], added: Sequence[kills.OOMKill]) -> list[recommendation.Counted]:
+    """The per-container record with `added` counted (given oldest first)."""
+    result = [c.model_copy(deep=True) for c in counted]
+    for kill in added:
+        entry = _entry(result, kill)
+        if entry is None:
+            entry = recommendation.Counted(podUID=kill.pod_uid, container=kill.container)
+            result.append(entry)
+        if isinstance(kill, child_kills.ChildOOMKill):
+            cid = child_kills.bare_container_id(kill.container_id) or ""
+            at = timestamps.format_or_none(kill.at)
+            instance = next((c for c in entry.childKills if c.containerID == cid), None)
+            if instance is None:
+                entry.childKills.append(recommendation.ChildKillsCounted(containerID=cid, counter=kill.oom_kill_counter, at=at))
+            elif kill.oom_kill_counter > instance.counter:
+                instance.counter, instance.at = kill.oom_kill_counter, at
+            entry.childKills = entry.childKills[-INSTANCES_KEPT:]
+        else:
+            suffix = _suffix(kill)
+            if suffix not in entry.kills:
+                entry.kills = (entry.kills + [suffix])[-KILLS_KEPT:]
+    return result
+
+
+def prune(counted: Sequence[recommendation.Counted], *, gone: set[str]) -> list[recommendation.Counted]:
+    """The record without the pods in `gone` (UIDs of pods that no longer exist: never seen again)."""
+    return [c for c in counted if c.podUID not in gone]
 
 
 def _is_child(identity: str) -> bool:

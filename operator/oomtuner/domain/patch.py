@@ -13,22 +13,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from oomtuner.api import types
-from oomtuner.domain import quantity
-
-# Where the pod template sits in each workload kind.
-TEMPLATE_PATH: dict[str, tuple[str, ...]] = {
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
-}
-
-# Kinds whose pod template may be patched in Auto mode. A Job's template is immutable and a bare
-# Pod has none: those get recommendations only.
-PATCHABLE = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "CronJob"})
+from oomtuner.api import kinds, recommendation, types
+from oomtuner.domain import quantity, recommend, resources
 
 
 @dataclass(frozen=True)
@@ -53,19 +39,21 @@ def _container_entry(change: MemoryChange) -> dict[str, Any]:
 def pod_spec_patch(changes: Sequence[MemoryChange]) -> dict[str, Any]:
     """The `spec` of a pod (template) that sets these containers' memory."""
     spec: dict[str, Any] = {}
-    for key, kinds in (
+    for key, container_types in (
         ("containers", {types.ContainerType.CONTAINER}),
         ("initContainers", {types.ContainerType.INIT, types.ContainerType.SIDECAR}),
     ):
-        entries = [_container_entry(c) for c in changes if c.type in kinds]
+        entries = [_container_entry(c) for c in changes if c.type in container_types]
         if entries:
             spec[key] = entries
     return spec
 
 
 def apply_body(*, api_version: str, kind: str, name: str, namespace: str, changes: Sequence[MemoryChange]) -> dict[str, Any]:
-    """A server-side apply body for the workload. Raises KeyError for a kind without a template."""
-    path = TEMPLATE_PATH[kind]
+    """A server-side apply body for the workload. Raises KeyError for a kind without a pod template."""
+    path = kinds.get(kind).template_path
+    if not path:
+        raise KeyError(f"{kind} has no pod template")
     node: dict[str, Any] = {"spec": pod_spec_patch(changes)}
     for key in reversed(path):
         node = {key: node}
@@ -80,3 +68,37 @@ def resize_body(changes: Sequence[MemoryChange]) -> dict[str, Any]:
 
 def to_yaml(body: dict[str, Any]) -> str:
     return yaml.safe_dump(body, sort_keys=False)
+
+
+def memory_changes(
+    recommended: Sequence[recommendation.ContainerStatus], current: Sequence[recommend.ContainerResources]
+) -> list[MemoryChange]:
+    """What a patch must change for the workload's containers (`current`, as the template has them
+    now) to get the recommended memory: a value only where the recommendation is higher (a container
+    the template no longer has is skipped)."""
+    now = {c.name: c for c in current}
+    changes = []
+    for c in recommended:
+        have = now.get(c.name)
+        if have is None:
+            continue
+        want_request = resources.bytes_of(c.recommended.model_dump(), "request")
+        want_limit = resources.bytes_of(c.recommended.model_dump(), "limit")
+        request = want_request if want_request is not None and (have.request or 0) < want_request else None
+        limit = want_limit if want_limit is not None and (have.limit is None or have.limit < want_limit) else None
+        if request is not None or limit is not None:
+            changes.append(MemoryChange(container=c.name, type=c.type, request=request, limit=limit))
+    return changes
+
+
+def describe(changes: Sequence[MemoryChange]) -> str:
+    """`app: request 192Mi limit 384Mi, sidecar: limit 128Mi`."""
+    return ", ".join(
+        f"{c.container}: " + " ".join(
+            part for part in (
+                f"request {quantity.format_bytes(c.request)}" if c.request is not None else "",
+                f"limit {quantity.format_bytes(c.limit)}" if c.limit is not None else "",
+            ) if part
+        )
+        for c in changes
+    )

@@ -3,7 +3,7 @@
 A ResourceQuota is charged when a pod is created, not when its workload's template changes: a patch
 that raises a Deployment's memory passes the server-side dry run, then the ReplicaSet cannot create
 the new pods ("exceeded quota") and the rollout stalls. So the recommendation stays within the room
-the quotas leave, and says so with phase Capped when it had to (DESIGN "Recommendation", caps).
+the quotas leave, and says so with phase Capped when it had to (README, "How a recommendation is computed").
 `headroom` reads the quota objects; `limit_headroom` turns its answer into
 `recommend.Caps.quota_headroom`, which bounds how much a container's limit may grow.
 

@@ -1,6 +1,6 @@
 """The bounded OOM bump: how much memory a container should get after being OOM-killed, and why.
 
-This is the default strategy of DESIGN "Recommendation". It is deliberately simple, explainable and
+This is the default strategy (README, "How a recommendation is computed"). It is deliberately simple, explainable and
 bounded rather than clever: each recommendation carries the arithmetic that produced it as text, so a
 reader of the OOMRecommendation can check it.
 
@@ -385,8 +385,13 @@ def recommend_container(
     caps: Caps = Caps(),
     previous: ContainerRecommendation | None = None,
     classifications: Sequence[types.Classification] | None = None,
+    in_force: ContainerResources | None = None,
 ) -> ContainerRecommendation:
     """Recommend memory for one container from its kills, the policy, usage and caps.
+
+    Only a kill at the memory in force raises it (`stale_reason`): the memory in force is the
+    current one, or what the operator applied last (`in_force`) where that is higher. A kill below it
+    (an old pod of a rollout, a late report) is stale: it is counted and shown, and raises nothing.
 
     `kills` are this container's kills (others are ignored, by name). `classifications`, when given,
     pairs one classification with each kill (as `classify.classify` found them with node events); when
@@ -420,9 +425,9 @@ def recommend_container(
         if classifications is not None
         else [classify.classify(kill, node_ooms=())[0] for kill in kills]
     )
-    mine = [(kill, verdict) for kill, verdict in zip(kills, verdicts) if kill.container == current.name]
+    every = [(kill, verdict) for kill, verdict in zip(kills, verdicts) if kill.container == current.name]
     notes: list[str] = []
-    if not mine:
+    if not every:
         return _finish(
             current=current,
             previous=previous,
@@ -432,7 +437,26 @@ def recommend_container(
             notes=["no OOM kills recorded; nothing to change"],
             capped_by=None,
             leak=None,
-            mine=mine,
+            mine=every,
+        )
+    floor = memory_in_force(current, in_force)
+    stale = [(k, c) for k, c in every if stale_reason(k, c, in_force=floor) is not None]
+    mine = [(k, c) for k, c in every if stale_reason(k, c, in_force=floor) is None]
+    if not mine:
+        latest_kill, latest_class = _latest(every)
+        notes.append(_summary(every, latest_class))
+        notes.append(f"{_stale_count(stale, every)}: {stale_reason(latest_kill, latest_class, in_force=floor)}; "
+                     "a kill at the memory in force raises it, these raise nothing")
+        return _finish(
+            current=current,
+            previous=previous,
+            request=current.request,
+            limit=current.limit,
+            classification=latest_class,
+            notes=notes,
+            capped_by=None,
+            leak=_suspected_leak(every, usage=usage, base_limit=floor.limit or current.request),
+            mine=every,
         )
 
     classification = _latest(mine)[1]
@@ -442,6 +466,8 @@ def recommend_container(
     if path == types.Classification.UNKNOWN:
         path = types.Classification.LIMIT if known_limit is not None else types.Classification.NODE
     notes.append(_summary(mine, classification))
+    if stale:
+        notes.append(f"{_stale_count(stale, every)} ({stale_reason(*_latest(stale), in_force=floor)}): they raise nothing")
     if classification == types.Classification.UNKNOWN:
         notes.append(f"handled as {path.value}: {'a limit is set' if known_limit is not None else 'no limit is set'}")
 
@@ -502,7 +528,7 @@ def recommend_container(
             notes=notes,
         )
 
-    leak = _suspected_leak(mine, usage=usage, base_limit=known_limit or current.request)
+    leak = _suspected_leak(every, usage=usage, base_limit=known_limit or current.request)
     return _finish(
         current=current,
         previous=previous,
@@ -512,8 +538,43 @@ def recommend_container(
         notes=notes,
         capped_by=capped_by,
         leak=leak,
-        mine=mine,
+        mine=every,
     )
+
+
+def memory_in_force(current: ContainerResources, in_force: ContainerResources | None) -> ContainerResources:
+    """The memory in force: the current values, or what the operator applied last where higher."""
+    if in_force is None:
+        return current
+    return dataclasses.replace(current, request=_max_present(current.request, in_force.request),
+                               limit=_max_present(current.limit, in_force.limit))
+
+
+def stale_reason(kill: kills.OOMKill, classification: types.Classification, *,
+                 in_force: ContainerResources) -> str | None:
+    """Why the kill raises nothing (`stale: killed at 256Mi, template already 384Mi`), or None when it
+    was a kill at the memory in force.
+
+    A Limit kill (or an Unknown one with a limit) is stale when its limit at the kill is below the
+    limit in force; a Node kill when its request at the kill is below the request in force. A kill
+    whose memory at the kill is unknown is never stale.
+    """
+    limit_path = classification == types.Classification.LIMIT or (
+        classification == types.Classification.UNKNOWN and kill.limit_at_kill is not None)
+    if limit_path:
+        if kill.limit_at_kill is not None and in_force.limit is not None and kill.limit_at_kill < in_force.limit:
+            return f"stale: killed at {_h(kill.limit_at_kill)}, template already {_h(in_force.limit)}"
+        return None
+    if kill.request is not None and in_force.request is not None and kill.request < in_force.request:
+        return f"stale: killed with a request of {_h(kill.request)}, template already {_h(in_force.request)}"
+    return None
+
+
+def _stale_count(stale: Sequence[tuple[kills.OOMKill, types.Classification]],
+                 every: Sequence[tuple[kills.OOMKill, types.Classification]]) -> str:
+    if len(stale) == len(every):
+        return "every kill is stale" if len(every) > 1 else "the kill is stale"
+    return f"{len(stale)} of {len(every)} kills are stale"
 
 
 def _follow_limit(

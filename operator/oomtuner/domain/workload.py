@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from oomtuner.api import core, recommendation, types
-from oomtuner.domain import patch, recommend, resources
+from oomtuner.api import core, kinds, recommendation, types
+from oomtuner.domain import recommend, resources
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Workload:
     managed_fields: tuple[Mapping[str, Any], ...] = field(default=())
     # How many pods the workload runs (`desired_pods`); None when not known yet.
     replicas: int | None = None
+    # The equality part of its pod selector (spec.selector.matchLabels), which never changes: every pod
+    # it owns carries these labels, whatever its template's labels were when the pod was made.
+    selector: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> recommendation.TargetRef:
@@ -40,11 +43,21 @@ class Workload:
 
     @property
     def patchable(self) -> bool:
-        return self.kind in patch.PATCHABLE
+        return kinds.patchable(self.kind)
 
     def containers(self) -> list[recommend.ContainerResources]:
         """The template's containers with their memory request and limit, in bytes."""
         return containers_of(self.template)
+
+
+def adopts(target: Workload, rec: recommendation.OOMRecommendation) -> bool:
+    """Whether `rec` belongs to `target`: its targetRef names it and an owner reference carries its
+    uid. A recommendation someone else created under the workload's name, or one left from an
+    earlier object of the same name, is not adopted: nothing is recorded in it or applied from it."""
+    ref = rec.spec.targetRef
+    if (ref.kind, ref.name) != (target.kind, target.name) or not target.uid:
+        return False
+    return any(isinstance(o, Mapping) and o.get("uid") == target.uid for o in rec.metadata.ownerReferences or [])
 
 
 def containers_of(pod: core.Pod) -> list[recommend.ContainerResources]:
@@ -65,10 +78,10 @@ def _resources(c: core.Container, kind: types.ContainerType) -> recommend.Contai
 
 
 def _template_of(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    if kind == "Pod":
+    if kind == kinds.POD:
         return {"metadata": body.get("metadata") or {}, "spec": body.get("spec") or {}}
     node: Any = body
-    for key in patch.TEMPLATE_PATH[kind]:
+    for key in kinds.get(kind).template_path:
         node = (node or {}).get(key) if isinstance(node, Mapping) else None
     return node if isinstance(node, Mapping) else {}
 
@@ -134,4 +147,17 @@ def from_body(body: Mapping[str, Any]) -> Workload:
         template=pod,
         managed_fields=tuple(meta.get("managedFields") or ()),
         replicas=desired_pods(kind, body),
+        selector=_match_labels(kind, body),
     )
+
+
+def _match_labels(kind: str, body: Mapping[str, Any]) -> dict[str, str]:
+    node: Any = body.get("spec")
+    if kind == kinds.CRON_JOB:
+        node = node.get("jobTemplate") if isinstance(node, Mapping) else None
+        node = node.get("spec") if isinstance(node, Mapping) else None
+    node = node.get("selector") if isinstance(node, Mapping) else None
+    labels = node.get("matchLabels") if isinstance(node, Mapping) else None
+    if not isinstance(labels, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}

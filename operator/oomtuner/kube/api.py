@@ -95,8 +95,8 @@ class Client:
                 method, url, header_params=headers, body=payload, _request_timeout=self.timeout
             )
         except kubernetes.client.exceptions.ApiException as exc:
-            raise _error(status=exc.status or 0, reason=exc.reason or "", data=exc.body, method=method, path=path)
-        data = response.read()
+            raise _error(status=exc.status or 0, reason=exc.reason or "", data=exc.body, method=method, path=path) from None
+        data = response.read()  # type: ignore[no-untyped-call]
         if response.status >= 400:
             raise _error(status=response.status, reason=response.reason or "", data=data, method=method, path=path)
         if not data:

@@ -16,12 +16,12 @@ def connect(*, kubeconfig: str | None = None, context: str | None = None, timeou
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None and context is None:
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return api.Client(kubernetes.client.ApiClient(configuration), timeout=timeout)
         except kubernetes.config.ConfigException:
             pass
     try:
-        kubernetes.config.load_kube_config(
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
     except (kubernetes.config.ConfigException, FileNotFoundError, OSError) as exc:

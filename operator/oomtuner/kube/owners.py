@@ -13,30 +13,15 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from oomtuner.api import core
+from oomtuner.api import core, kinds
 from oomtuner.domain import workload
 from oomtuner.kube import api
 
 logger = logging.getLogger(__name__)
 
-_PATHS: dict[str, tuple[str, str, str]] = {
-    # kind: (group, version, plural)
-    "ReplicaSet": ("apps", "v1", "replicasets"),
-    "Deployment": ("apps", "v1", "deployments"),
-    "StatefulSet": ("apps", "v1", "statefulsets"),
-    "DaemonSet": ("apps", "v1", "daemonsets"),
-    "Job": ("batch", "v1", "jobs"),
-    "CronJob": ("batch", "v1", "cronjobs"),
-    "Pod": ("", "v1", "pods"),
-}
-
-# kind → the owner kinds worth following from it.
-_FOLLOW = {"Pod": {"ReplicaSet", "StatefulSet", "DaemonSet", "Job"}, "ReplicaSet": {"Deployment"}, "Job": {"CronJob"}}
-
-
 def path_of(*, kind: str, namespace: str, name: str | None = None) -> str:
-    group, version, plural = _PATHS[kind]
-    return api.namespaced(group=group, version=version, plural=plural, namespace=namespace, name=name)
+    entry = kinds.get(kind)
+    return api.namespaced(group=entry.group, version=entry.version, plural=entry.plural, namespace=namespace, name=name)
 
 
 def _controller(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -56,37 +41,59 @@ def read(client: api.Client, *, kind: str, namespace: str, name: str) -> dict[st
         return None
 
 
-# The controller of a ReplicaSet or Job, by (namespace, kind, name, uid). An owner reference does not
-# change, so a burst of kills in one Deployment reads its ReplicaSet once. Bounded; the oldest go.
-_CHAIN: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
-_CHAIN_CAPACITY = 10_000
+class Chains:
+    """The controller of each ReplicaSet or Job a pod pointed at, by (namespace, kind, name, uid).
+
+    An owner reference does not change, so a burst of kills in one Deployment reads its ReplicaSet
+    once. Bounded (the oldest go first) and safe to share between threads.
+    """
+
+    def __init__(self, *, capacity: int = 10_000):
+        self.capacity = capacity
+        self._links: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str, str]) -> tuple[bool, tuple[str, str] | None]:
+        with self._lock:
+            if key in self._links:
+                return True, self._links[key]
+        return False, None
+
+    def put(self, key: tuple[str, str, str, str], link: tuple[str, str] | None) -> None:
+        with self._lock:
+            self._links.pop(key, None)
+            self._links[key] = link
+            while len(self._links) > self.capacity:
+                self._links.pop(next(iter(self._links)))
 
 
-def top_owner(client: api.Client, pod_body: Mapping[str, Any]) -> tuple[str, str]:
+def top_owner(client: api.Client, pod_body: Mapping[str, Any], *, chains: Chains | None = None) -> tuple[str, str]:
     """(kind, name) of the workload a pod belongs to, without reading the workload itself.
 
     Deployment (through its ReplicaSet), StatefulSet, DaemonSet, CronJob (through its Job), a bare
-    ReplicaSet or Job, or ("Pod", name) for a bare pod. An intermediate owner is read once: its
-    link upwards never changes, so it is cached. One that cannot be read ends the walk at the pod.
+    ReplicaSet or Job, or ("Pod", name) for a bare pod. An intermediate owner is read once when
+    `chains` remembers it (its link upwards never changes). One that cannot be read ends the walk at
+    the pod.
     """
     meta = pod_body.get("metadata") or {}
     namespace, pod_name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
     ref = _controller(meta)
-    if ref is None or ref.get("kind") not in _FOLLOW["Pod"]:
-        return "Pod", pod_name
+    if ref is None or ref.get("kind") not in kinds.get(kinds.POD).owners:
+        return kinds.POD, pod_name
     kind, name = str(ref["kind"]), str(ref["name"])
-    if kind not in _FOLLOW:  # StatefulSet, DaemonSet: the top already
+    followed = kinds.get(kind).owners
+    if not followed:  # StatefulSet, DaemonSet: the top already
         return kind, name
     key = (namespace, kind, name, str(ref.get("uid") or ""))
-    if key not in _CHAIN:
+    known, link = chains.get(key) if chains is not None else (False, None)
+    if not known:
         owner = read(client, kind=kind, namespace=namespace, name=name)
         if owner is None:
-            return "Pod", pod_name
+            return kinds.POD, pod_name
         up = _controller(owner.get("metadata") or {})
-        if len(_CHAIN) >= _CHAIN_CAPACITY:
-            _CHAIN.pop(next(iter(_CHAIN)))
-        _CHAIN[key] = (str(up["kind"]), str(up["name"])) if up and up.get("kind") in _FOLLOW[kind] else None
-    link = _CHAIN[key]
+        link = (str(up["kind"]), str(up["name"])) if up and up.get("kind") in followed else None
+        if chains is not None:
+            chains.put(key, link)
     return link if link is not None else (kind, name)
 
 
@@ -155,9 +162,9 @@ class Workloads:
                 self._reads.pop(next(iter(self._reads)))
 
 
-def resolve(client: api.Client, pod_body: Mapping[str, Any]) -> workload.Workload:
+def resolve(client: api.Client, pod_body: Mapping[str, Any], *, chains: Chains | None = None) -> workload.Workload:
     """The top-most readable controller of the pod, as a Workload (the pod itself for bare pods)."""
-    kind, name = top_owner(client, pod_body)
+    kind, name = top_owner(client, pod_body, chains=chains)
     return workload_of(client, pod_body, kind=kind, name=name)
 
 
@@ -169,8 +176,7 @@ def read_workload(client: api.Client, *, kind: str, namespace: str, name: str) -
 
 
 def _api_version(kind: str) -> str:
-    group, version, _ = _PATHS[kind]
-    return f"{group}/{version}" if group else version
+    return kinds.get(kind).api_version
 
 
 def pods_on_node(client: api.Client, *, node: str, namespaces: Sequence[str] = ()) -> list[core.Pod]:
@@ -182,6 +188,11 @@ def pods_on_node(client: api.Client, *, node: str, namespaces: Sequence[str] = (
                   for body in client.list(api.namespaced(group="", version="v1", plural="pods", namespace=namespace), query=query)]
     else:
         bodies = client.list("/api/v1/pods", query=query)
+    return _parsed_pods(bodies)
+
+
+def _parsed_pods(bodies: Sequence[Mapping[str, Any]]) -> list[core.Pod]:
+    """The pods of a list, parsed; an unreadable one is skipped with a warning."""
     pods = []
     for body in bodies:
         try:
@@ -189,3 +200,55 @@ def pods_on_node(client: api.Client, *, node: str, namespaces: Sequence[str] = (
         except core.InvalidObject as exc:
             logger.warning("skipping pod: %s", exc)
     return pods
+
+
+def _pods_matching(client: api.Client, target: workload.Workload) -> list[core.Pod]:
+    """The pods in the workload's namespace that carry its selector's labels (all of the namespace's
+    pods when it has none); unreadable ones are skipped."""
+    selector = ",".join(f"{k}={v}" for k, v in sorted(target.selector.items()))
+    bodies = client.list(api.namespaced(group="", version="v1", plural="pods", namespace=target.namespace),
+                         query={"labelSelector": selector} if selector else None)
+    return _parsed_pods(bodies)
+
+
+def _controller_uid(meta: core.ObjectMeta) -> str | None:
+    return next((o.uid for o in meta.ownerReferences if o.controller and o.uid), None)
+
+
+def _owned_intermediates(client: api.Client, target: workload.Workload, kind: str) -> set[str]:
+    """UIDs of the ReplicaSets (or Jobs) whose controller is `target`."""
+    entry = kinds.get(kind)
+    selector = ",".join(f"{k}={v}" for k, v in sorted(target.selector.items()))
+    bodies = client.list(api.namespaced(group=entry.group, version=entry.version, plural=entry.plural,
+                                        namespace=target.namespace),
+                         query={"labelSelector": selector} if selector else None)
+    owned = set()
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        ref = _controller(meta)
+        if ref is not None and ref.get("uid") == target.uid and meta.get("uid"):
+            owned.add(str(meta["uid"]))
+    return owned
+
+
+def owned_pods(client: api.Client, target: workload.Workload) -> list[core.Pod]:
+    """The pods `target` owns: whose controller is it, or one of its ReplicaSets (a Deployment) or Jobs
+    (a CronJob). Pods of other workloads whose labels happen to match are not among them."""
+    if not target.uid:
+        return []
+    parents = {target.uid}
+    if target.kind == kinds.DEPLOYMENT:
+        parents = _owned_intermediates(client, target, kinds.REPLICA_SET)
+    elif target.kind == kinds.CRON_JOB:
+        parents = _owned_intermediates(client, target, kinds.JOB)
+    return [p for p in _pods_matching(client, target) if _controller_uid(p.metadata) in parents]
+
+
+def owned_running_pods(client: api.Client, target: workload.Workload) -> list[core.Pod]:
+    return [p for p in owned_pods(client, target) if p.status.phase == "Running"]
+
+
+def pod_uids(client: api.Client, target: workload.Workload) -> set[str]:
+    """The UIDs of the pods that exist now and may belong to `target` (they carry its selector's
+    labels). A pod whose UID is not among them is gone for good."""
+    return {p.metadata.uid for p in _pods_matching(client, target) if p.metadata.uid}

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
+import urllib3
+
 from oomtuner.domain import patch, workload
 from oomtuner.kube import api, owners
 
@@ -30,7 +32,16 @@ _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
 class Result(str, enum.Enum):
     APPLIED = "applied"
     CONFLICT = "conflict"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # for good: the server said why (a 4xx)
+    RETRY = "retry"  # a passing failure: 429, 5xx, a timeout, the server out of reach
+
+
+def passing(error: BaseException) -> bool:
+    """Whether a failed request is worth trying again later: throttling (429), a server error (5xx),
+    or no answer at all (a timeout, a refused or broken connection)."""
+    if isinstance(error, api.ApiError):
+        return error.status == 429 or error.status >= 500 or error.status == 0
+    return isinstance(error, (OSError, urllib3.exceptions.HTTPError))
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,23 @@ def apply_memory(
     )
     text = patch.to_yaml(body)
     path = owners.path_of(kind=target.kind, namespace=target.namespace, name=target.name)
+    try:
+        return _dry_run_then_apply(client, target=target, path=path, body=body, text=text,
+                                   field_manager=field_manager, respected_managers=respected_managers)
+    except Exception as exc:  # noqa: BLE001 - sorted below: passing failures are retried, others raised
+        if not passing(exc):
+            raise
+        return Outcome(Result.RETRY, f"the API server did not answer the patch: {_short(exc)}", text)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, api.ApiError):
+        return f"{exc.status} {exc.message}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _dry_run_then_apply(client: api.Client, *, target: workload.Workload, path: str, body: dict[str, Any], text: str,
+                        field_manager: str, respected_managers: Collection[str]) -> Outcome:
     force = False
     try:
         client.apply(path, body, field_manager=field_manager, dry_run=True)
@@ -91,14 +119,20 @@ def apply_memory(
         try:
             client.apply(path, body, field_manager=field_manager, dry_run=True, force=True)
         except api.ApiError as exc2:
+            if passing(exc2):
+                raise
             return Outcome(Result.REJECTED, f"dry run rejected: {exc2.message}", text)
     except api.ApiError as exc:
+        if passing(exc):
+            raise
         return Outcome(Result.REJECTED, f"dry run rejected: {exc.message}", text)
     try:
         client.apply(path, body, field_manager=field_manager, force=force)
     except api.Conflict as exc:
         return Outcome(Result.CONFLICT, f"apply conflicted: {exc.message}", text, tuple(conflicting_managers(exc)))
     except api.ApiError as exc:
+        if passing(exc):
+            raise
         return Outcome(Result.REJECTED, f"apply rejected: {exc.message}", text)
     taken = " (took the fields over from an updating manager)" if force else ""
     return Outcome(Result.APPLIED, f"patched {target.display}{taken}", text)

@@ -8,8 +8,9 @@ on 409 the caller's change is re-applied to a fresh copy. Nothing read is ever d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import pydantic
 
@@ -109,30 +110,46 @@ def ensure_recommendation(
         return found
 
 
-Mutation = Callable[[recommendation.OOMRecommendation], recommendation.OOMRecommendation | None]
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit(Generic[_T_co]):
+    """What a mutation made of the status: the changed object, and what the caller wants to know of
+    the change (the kills it added, how many it reclassified; None when nothing)."""
+
+    obj: recommendation.OOMRecommendation
+    result: _T_co
+
+
+# Receives a deep copy of the recommendation; returns the edit, or None when nothing changes. It may
+# run more than once (after a 409 it runs on a fresh copy): only the last run's result is returned.
+Mutation = Callable[[recommendation.OOMRecommendation], Optional[Edit[_T]]]
 
 
 def update_recommendation_status(
     client: api.Client,
     *,
     current: recommendation.OOMRecommendation,
-    mutate: Mutation,
-) -> recommendation.OOMRecommendation:
+    mutate: Mutation[_T],
+) -> tuple[recommendation.OOMRecommendation, _T | None]:
     """Apply `mutate` to the status and write it; on a stale resourceVersion, re-read and retry.
 
-    `mutate` receives a deep copy and returns the new object, or None when nothing changes.
+    Returns the object as written (or as read, when nothing changed) and the result of the mutation
+    that was written (None when nothing changed).
     """
     namespace = current.metadata.namespace or ""
     name = current.metadata.name
     obj = current
     for _ in range(MAX_ATTEMPTS):
-        changed = mutate(obj.model_copy(deep=True))
-        if changed is None:
-            return obj
-        body = changed.model_dump(mode="json", exclude_none=True)
+        edit = mutate(obj.model_copy(deep=True))
+        if edit is None:
+            return obj, None
+        body = edit.obj.model_dump(mode="json", exclude_none=True)
         body["metadata"] = {"name": name, "namespace": namespace, "resourceVersion": obj.metadata.resourceVersion}
         try:
-            return recommendation.parse(client.replace(_rec_path(namespace, name, sub="status"), body))
+            return recommendation.parse(client.replace(_rec_path(namespace, name, sub="status"), body)), edit.result
         except api.Conflict:
             fresh = get_recommendation(client, namespace=namespace, name=name)
             if fresh is None:

@@ -543,7 +543,7 @@ class PrometheusUsage:
             session=session,
             # The breaker decides when to try again; a retry would multiply the timeout.
             retry=urllib3_retry.Retry(total=0, redirect=False),
-            auth=_BearerTokenFile(bearer_token_file) if bearer_token_file else None,
+            auth=_BearerTokenFile(bearer_token_file) if bearer_token_file else None,  # type: ignore[arg-type]
             timeout=self.timeout,  # type: ignore[arg-type]
         )
 

@@ -1,0 +1,152 @@
+"""Policies: the valid OOMPolicies of each namespace, and the status the operator reports on each.
+
+Fed by the OOMPolicy watch. A policy that does not validate is left out (its workloads fall back to
+the operator's default mode) and gets a `Valid=False` condition and a `PolicyInvalid` event that name
+the field. A namespace whose policies are needed before the watch has brought them (a held patch at
+start-up) is read once (`learn`).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+from oomtuner import config
+from oomtuner.api import core, kinds, policy, types
+from oomtuner.domain import policies, selection, timestamps, workload
+from oomtuner.kube import api, events, owners, store
+from oomtuner.services import announcer as announcer_mod
+
+logger = logging.getLogger(__name__)
+
+
+def read_policy(body: Mapping[str, Any], *, namespace: str, name: str) -> tuple[policy.OOMPolicy | None, str | None]:
+    """The policy in `body` and what is wrong with it (None when it is valid); never raises."""
+    try:
+        parsed = policy.parse(body, source=f"OOMPolicy {namespace}/{name}")
+    except policy.InvalidPolicy as exc:
+        return None, str(exc)
+    found = policies.problem(parsed)
+    return parsed, (f"OOMPolicy {namespace}/{name}: {found}" if found else None)
+
+
+def _same_status(old: policy.OOMPolicyStatus | None, new: policy.OOMPolicyStatus) -> bool:
+    if old is None:
+        return False
+    old_cond = (old.conditions or [types.Condition(type="", status="Unknown")])[0]
+    new_cond = (new.conditions or [types.Condition(type="", status="Unknown")])[0]
+    return (
+        old.observedGeneration == new.observedGeneration
+        and old.matchedWorkloads == new.matchedWorkloads
+        and old_cond.status == new_cond.status
+        and old_cond.message == new_cond.message
+    )
+
+
+class Policies:
+    def __init__(self, client: api.Client, *, settings: config.Settings, announcer: announcer_mod.Announcer,
+                 clock: Callable[[], datetime.datetime]):
+        self._client = client
+        self._settings = settings
+        self._announcer = announcer
+        self._clock = clock
+        self._valid: dict[str, dict[str, policy.OOMPolicy]] = collections.defaultdict(dict)
+        self._lock = threading.Lock()
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def choose(self, target: workload.Workload) -> policy.OOMPolicy | None:
+        """The policy that governs the workload, or None."""
+        with self._lock:
+            candidates = list(self._valid.get(target.namespace, {}).values())
+        return selection.choose(candidates, target.template_labels)
+
+    def mode(self, chosen: policy.OOMPolicy | None) -> types.Mode:
+        return selection.effective_mode(chosen, default=self._settings.default_mode)
+
+    def named(self, namespace: str, name: str) -> policy.OOMPolicy | None:
+        with self._lock:
+            return self._valid.get(namespace, {}).get(name)
+
+    def known(self, namespace: str, name: str) -> bool:
+        return self.named(namespace, name) is not None
+
+    def learn(self, namespace: str | None) -> int:
+        """Read the valid policies of a namespace (None: of all) that the watch has not brought yet,
+        so the policy chosen at start-up is the right one. Only learnt: the watch still reports on
+        each policy in its status. Returns how many valid policies were read."""
+        learnt = 0
+        for body in store.list_policies(self._client, namespace=namespace):
+            meta = body.get("metadata") or {}
+            where, name = str(meta.get("namespace") or namespace or ""), str(meta.get("name") or "")
+            parsed, problem = read_policy(body, namespace=where, name=name)
+            if parsed is not None and problem is None:
+                learnt += 1
+                with self._lock:
+                    self._valid[where].setdefault(name, parsed)
+        return learnt
+
+    # ---- the watch --------------------------------------------------------------------------------
+
+    def on_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Take a policy from the watch: keep it when valid, and report on it in its status."""
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        if deleted:
+            with self._lock:
+                self._valid[namespace].pop(name, None)
+            return
+        now = timestamps.format(self._clock())
+        generation = meta.get("generation")
+        parsed, problem = read_policy(body, namespace=namespace, name=name)
+        if problem is not None or parsed is None:
+            with self._lock:
+                self._valid[namespace].pop(name, None)
+            message = problem or "unreadable"
+            logger.warning("OOMPolicy %s/%s is invalid: %s", namespace, name, message)
+            condition = store.condition(type_="Valid", ok=False, reason="Invalid", message=message, now=now, generation=generation)
+            status = policy.OOMPolicyStatus(observedGeneration=generation, conditions=[condition], matchedWorkloads=0)
+        else:
+            with self._lock:
+                self._valid[namespace][name] = parsed
+            matched = self._count_matched(namespace, parsed)
+            condition = store.condition(
+                type_="Valid", ok=True, reason="Valid", message="the policy is in effect", now=now, generation=generation
+            )
+            status = policy.OOMPolicyStatus(observedGeneration=generation, conditions=[condition], matchedWorkloads=matched)
+        if _same_status(_old_status(body), status):
+            return
+        store.write_policy_status(self._client, namespace=namespace, name=name, status=status)
+        if problem is not None:
+            involved = {"apiVersion": f"{policy.GROUP}/{policy.VERSION}", "kind": policy.KIND, "name": name,
+                        "namespace": namespace, "uid": meta.get("uid")}
+            self._announcer.post(involved=involved, reason=events.Reason.POLICY_INVALID, message=problem)
+
+    def _count_matched(self, namespace: str, chosen: policy.OOMPolicy) -> int:
+        """How many of the namespace's workloads this policy governs (the top-level kinds)."""
+        with self._lock:
+            candidates = list(self._valid[namespace].values())
+        count = 0
+        for kind in kinds.top_level():
+            try:
+                bodies = self._client.list(owners.path_of(kind=kind.kind, namespace=namespace))
+            except api.ApiError:
+                continue
+            for body in bodies:
+                try:
+                    wl = workload.from_body({**body, "kind": kind.kind, "apiVersion": kind.api_version})
+                except core.InvalidObject:
+                    continue
+                if selection.choose(candidates, wl.template_labels) is chosen:
+                    count += 1
+        return count
+
+
+def _old_status(body: Mapping[str, Any]) -> policy.OOMPolicyStatus | None:
+    try:
+        return policy.OOMPolicyStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return None
