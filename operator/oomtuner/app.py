@@ -74,7 +74,7 @@ class App:
     def on_event(self, body: Mapping[str, Any]) -> classify.NodeOOM | None:
         """Node-wide OOMs (kubelet SystemOOM, node-problem-detector OOMKilling) are remembered; the node
         agent's OOMKillChildProcess events are kills."""
-        reason = body.get("reason")
+        reason = core.reason_of(body)
         if reason == child_kills.REASON:
             self.intake.on_child_kill(body)
             return None

@@ -130,7 +130,7 @@ async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: An
 
 
 def _oom_event(body: Any, **_: Any) -> bool:
-    return body.get("reason") in app_mod.EVENT_REASONS
+    return core.reason_of(body) in app_mod.EVENT_REASONS
 
 
 @kopf.on.event("", "v1", "events", when=_oom_event)

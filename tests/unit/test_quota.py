@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oomtuner.api import core, policy, types
+from oomtuner.api import core, policy, types, workloads
 from oomtuner.domain import kills, quota, recommend, workload
 from oomtuner.kube import api
 from oomtuner.services import caps as caps_service
@@ -388,7 +388,6 @@ def test_a_recommendation_capped_by_the_room_fits_the_quota(
         ("Job", {"spec": {"parallelism": 4}}, 4),
         ("Job", {}, 1),
         ("CronJob", {"spec": {"jobTemplate": {"spec": {"parallelism": 2}}}}, 2),
-        ("CronJob", {"spec": {"jobTemplate": "broken"}}, 1),
         ("DaemonSet", {"status": {"desiredNumberScheduled": 7}}, 7),
         ("DaemonSet", {"spec": {}}, None),
         ("Pod", {"spec": {}}, 1),
@@ -396,7 +395,12 @@ def test_a_recommendation_capped_by_the_room_fits_the_quota(
     ],
 )
 def test_desired_pods_per_kind(kind: str, body: dict[str, Any], pods: int | None) -> None:
-    assert workload.desired_pods(kind, body) == pods
+    assert workload.desired_pods(workloads.parse({"kind": kind, **body})) == pods
+
+
+def test_a_workload_that_cannot_be_read_says_which_field() -> None:
+    with pytest.raises(core.InvalidObject, match="CronJob .*spec.jobTemplate"):
+        workloads.parse({"kind": "CronJob", "metadata": {"name": "nightly"}, "spec": {"jobTemplate": "broken"}})
 
 
 # ---- the operator reads the quotas (services.caps on the fake API server) ---------------------------

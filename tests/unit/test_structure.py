@@ -53,3 +53,19 @@ def test_the_allowlist_names_only_what_is_still_too_big() -> None:
     sizes = _sizes()
     stale = {key: sizes.get(key) for key in ALLOWED if sizes.get(key, 0) <= LIMITS[key.split(" ", 1)[0]]}
     assert not stale, f"within the limits now: remove from ALLOWED (and lower the others to today's sizes): {stale}"
+
+
+# Raw bodies are parsed into models at the edge (`api/`, `kube/`): past it, nobody digs in dicts.
+DIGGING = ('.get("metadata"', '.get("spec"', '.get("status"', '["metadata"]', '["spec"]', '["status"]')
+PARSED_ROOMS = ("domain", "services", "app.py", "handlers.py")
+
+
+def test_bodies_are_parsed_at_the_edge() -> None:
+    found = []
+    for room in PARSED_ROOMS:
+        paths = [ROOT / room] if room.endswith(".py") else sorted((ROOT / room).rglob("*.py"))
+        for path in paths:
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if any(d in line for d in DIGGING):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "parse the body in api/ or kube/ instead:\n" + "\n".join(found)

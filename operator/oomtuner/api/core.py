@@ -26,19 +26,10 @@ from typing import Annotated, Any, TypeVar
 
 import pydantic
 
+from oomtuner.api import types
+
 MEMORY = "memory"
 CPU = "cpu"
-
-
-def _quantity_text(value: Any) -> Any:
-    """Bare numbers in a resource list are valid quantities (`memory: 1073741824`); keep them as text."""
-    if isinstance(value, bool):
-        raise ValueError("a quantity must be a string like 512Mi or a number, not a boolean")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    return value
 
 
 def _timestamp_or_none(value: Any) -> Any:
@@ -54,7 +45,7 @@ def _assume_utc(value: datetime.datetime | None) -> datetime.datetime | None:
 
 
 # A resource quantity as written in the object, e.g. "512Mi". `domain.quantity.parse_bytes` gives bytes.
-QuantityText = Annotated[str, pydantic.BeforeValidator(_quantity_text)]
+QuantityText = Annotated[str, pydantic.BeforeValidator(types.quantity_text)]
 
 # A metav1.Time or metav1.MicroTime: aware datetime, or None when absent, null or "".
 Timestamp = Annotated[
@@ -98,6 +89,7 @@ class ObjectMeta(_Lenient):
     ownerReferences: list[OwnerReference] = pydantic.Field(default_factory=list)
     creationTimestamp: Timestamp = None
     deletionTimestamp: Timestamp = None
+    managedFields: list[dict[str, Any]] = pydantic.Field(default_factory=list)
 
 
 class ResourceRequirements(_Lenient):
@@ -307,6 +299,12 @@ def shows_oom_kill(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def reason_of(body: Any) -> str | None:
+    """An Event body's reason, read before parsing it (a cheap filter); None for anything else."""
+    reason = body.get("reason") if isinstance(body, Mapping) else None
+    return reason if isinstance(reason, str) else None
+
+
 def parse_pod(body: Mapping[str, Any]) -> Pod:
     """Parse a Pod body (a dict, or kopf's Body). Missing fields get defaults; wrong types raise
     InvalidObject, e.g. `Pod ns/web-0: spec.containers[0].resources.limits.memory: ...`."""
@@ -331,6 +329,12 @@ def parse_resource_quota(body: Mapping[str, Any]) -> ResourceQuota:
 def parse_limit_range(body: Mapping[str, Any]) -> LimitRange:
     """Parse a LimitRange body. Quantities stay text; raises InvalidObject like parse_pod."""
     return _parse(LimitRange, body, kind="LimitRange")
+
+
+def parse_object(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model:
+    """Parse `body` into `model` (a lenient model of this package or of `api.workloads`). Raises
+    InvalidObject like parse_pod."""
+    return _parse(model, body, kind=kind)
 
 
 def _parse(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pydantic
 
-from oomtuner.api import types
+from oomtuner.api import core, types
 
 GROUP = "oomtuner.dev"
 VERSION = "v1alpha1"
@@ -102,30 +102,32 @@ class OOMPolicyStatus(pydantic.BaseModel):
     matchedWorkloads: int | None = None
 
 
-class ObjectMeta(pydantic.BaseModel):
-    """The part of metadata the operator reads."""
-
-    model_config = pydantic.ConfigDict(extra="ignore")
-
-    name: str = ""
-    namespace: str | None = None
-    uid: str | None = None
-    generation: int | None = None
-    resourceVersion: str | None = None
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
-    creationTimestamp: str | None = None
-    ownerReferences: list[dict[str, Any]] | None = None
-
-
 class OOMPolicy(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     apiVersion: str = f"{GROUP}/{VERSION}"
     kind: str = KIND
-    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta)
+    metadata: core.ObjectMeta = pydantic.Field(default_factory=core.ObjectMeta)
     spec: OOMPolicySpec = pydantic.Field(default_factory=OOMPolicySpec)
     status: OOMPolicyStatus | None = None
+
+
+def identify(body: Any) -> core.ObjectMeta:
+    """The metadata of a policy body, read leniently even when the rest is invalid (to report on it)."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    try:
+        return core.ObjectMeta.model_validate(meta if isinstance(meta, dict) else {})
+    except pydantic.ValidationError:
+        return core.ObjectMeta(name=str(meta.get("name") or "") if isinstance(meta, dict) else "")
+
+
+def status_of(body: Any) -> OOMPolicyStatus | None:
+    """The status a policy body carries now; None when it has none that can be read."""
+    found = body.get("status") if isinstance(body, dict) else None
+    try:
+        return OOMPolicyStatus.model_validate(found or {})
+    except pydantic.ValidationError:
+        return None
 
 
 class InvalidPolicy(ValueError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pydantic
 
-from oomtuner.api import kinds, policy, types
+from oomtuner.api import core, kinds, policy, types
 
 GROUP = policy.GROUP
 VERSION = policy.VERSION
@@ -190,7 +190,7 @@ class OOMRecommendation(pydantic.BaseModel):
 
     apiVersion: str = f"{GROUP}/{VERSION}"
     kind: str = KIND
-    metadata: policy.ObjectMeta = pydantic.Field(default_factory=policy.ObjectMeta)
+    metadata: core.ObjectMeta = pydantic.Field(default_factory=core.ObjectMeta)
     spec: OOMRecommendationSpec
     status: OOMRecommendationStatus = pydantic.Field(default_factory=OOMRecommendationStatus)
 

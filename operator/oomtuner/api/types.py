@@ -31,18 +31,21 @@ _QUANTITY_SCHEMA: dict[str, Any] = {
 }
 
 
-def _quantity_text(value: Any) -> Any:
+def quantity_text(value: Any) -> Any:
+    """Bare numbers are valid quantities (`memory: 1073741824`): keep them as text; a boolean is not."""
     if isinstance(value, bool):
-        raise ValueError("a quantity must be a string like 512Mi or a whole number of bytes")
+        raise ValueError("a quantity must be a string like 512Mi or a number, not a boolean")
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return repr(value)
     return value
 
 
 # A quantity as written by the user. Kept as text; `domain.quantity.parse_bytes` gives the bytes.
 Quantity = Annotated[
     str,
-    pydantic.BeforeValidator(_quantity_text),
+    pydantic.BeforeValidator(quantity_text),
     pydantic.WithJsonSchema(_QUANTITY_SCHEMA),
 ]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from oomtuner.api import recommendation, types
-from oomtuner.domain import child_kills, classify, kills, quantity, timestamps
+from oomtuner.domain import child_kills, classify, kills, quantity, resources, timestamps
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,6 @@ def culprit_record(finding: classify.CulpritFinding) -> recommendation.Culprit:
     )
 
 
-def _bytes(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return quantity.parse_bytes(text)
-    except quantity.QuantityError:
-        return None
-
-
 def from_record(record: recommendation.Kill, *, namespace: str) -> Classified:
     """Rebuild the domain kill from its stored record (for leak detection over the history)."""
     kill = kills.OOMKill(
@@ -84,8 +75,8 @@ def from_record(record: recommendation.Kill, *, namespace: str) -> Classified:
         restart_count=record.restartCount,
         exit_code=137,
         container_id=None,
-        request=_bytes(record.requestAtKill),
-        limit_at_kill=_bytes(record.limitAtKill),
+        request=resources.bytes_or_none(record.requestAtKill),
+        limit_at_kill=resources.bytes_or_none(record.limitAtKill),
         qos_class=record.qosClass or types.QOSClass.BURSTABLE,
         oom_score_adj=record.oomScoreAdj,
         pod_memory_limit=None,

@@ -21,15 +21,19 @@ from oomtuner.domain import quantity
 ALWAYS = "Always"
 
 
-def bytes_of(resources: Mapping[str, str], name: str = core.MEMORY) -> int | None:
-    """Whole bytes of one resource in a resource list; None when absent or unparseable."""
-    text = resources.get(name)
+def bytes_or_none(text: str | int | None) -> int | None:
+    """Whole bytes of a quantity; None when absent or unparseable."""
     if text is None:
         return None
     try:
         return quantity.parse_bytes(text)
     except quantity.QuantityError:
         return None
+
+
+def bytes_of(resources: Mapping[str, str | None], name: str = core.MEMORY) -> int | None:
+    """Whole bytes of one resource in a resource list; None when absent or unparseable."""
+    return bytes_or_none(resources.get(name))
 
 
 def is_sidecar(container: core.Container) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from oomtuner.api import core, kinds, recommendation, types
+from oomtuner.api import core, kinds, recommendation, types, workloads
 from oomtuner.domain import recommend, resources
 
 
@@ -57,7 +57,7 @@ def adopts(target: Workload, rec: recommendation.OOMRecommendation) -> bool:
     ref = rec.spec.targetRef
     if (ref.kind, ref.name) != (target.kind, target.name) or not target.uid:
         return False
-    return any(isinstance(o, Mapping) and o.get("uid") == target.uid for o in rec.metadata.ownerReferences or [])
+    return any(o.uid == target.uid for o in rec.metadata.ownerReferences)
 
 
 def containers_of(pod: core.Pod) -> list[recommend.ContainerResources]:
@@ -77,16 +77,7 @@ def _resources(c: core.Container, kind: types.ContainerType) -> recommend.Contai
     )
 
 
-def _template_of(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    if kind == kinds.POD:
-        return {"metadata": body.get("metadata") or {}, "spec": body.get("spec") or {}}
-    node: Any = body
-    for key in kinds.get(kind).template_path:
-        node = (node or {}).get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
-
-
-def desired_pods(kind: str, body: Mapping[str, Any]) -> int | None:
+def desired_pods(obj: workloads.WorkloadObject) -> int | None:
     """How many pods the workload runs when it has what it asks for.
 
     spec.replicas of a Deployment, StatefulSet or ReplicaSet and the parallelism of a Job (a CronJob's
@@ -94,22 +85,16 @@ def desired_pods(kind: str, body: Mapping[str, Any]) -> int | None:
     status.desiredNumberScheduled, None before its controller has counted the nodes. An unknown kind,
     or a value that is not a whole number, gives None.
     """
-    spec = body.get("spec")
-    spec = spec if isinstance(spec, Mapping) else {}
-    if kind == "Pod":
+    if obj.kind == kinds.POD:
         return 1
-    if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
-        return _count(spec.get("replicas"), unset=1)
-    if kind == "CronJob":
-        template = spec.get("jobTemplate")
-        spec = template.get("spec") if isinstance(template, Mapping) else None
-        spec = spec if isinstance(spec, Mapping) else {}
-        kind = "Job"
-    if kind == "Job":
-        return _count(spec.get("parallelism"), unset=1)
-    if kind == "DaemonSet":
-        status = body.get("status")
-        return _count(status.get("desiredNumberScheduled"), unset=None) if isinstance(status, Mapping) else None
+    if obj.kind in (kinds.DEPLOYMENT, kinds.STATEFUL_SET, kinds.REPLICA_SET):
+        return _count(obj.spec.replicas, unset=1)
+    if obj.kind == kinds.CRON_JOB:
+        return _count(obj.spec.jobTemplate.spec.parallelism, unset=1)
+    if obj.kind == kinds.JOB:
+        return _count(obj.spec.parallelism, unset=1)
+    if obj.kind == kinds.DAEMON_SET:
+        return _count(obj.status.desiredNumberScheduled, unset=None)
     return None
 
 
@@ -120,44 +105,36 @@ def _count(value: Any, *, unset: int | None) -> int | None:
 
 
 def from_body(body: Mapping[str, Any]) -> Workload:
-    """Build a Workload from a workload body that carries apiVersion and kind.
+    """Build a Workload from a workload body that carries apiVersion and kind (`api.workloads`).
 
-    Raises core.InvalidObject when the template cannot be read.
+    Raises core.InvalidObject when the object or its template cannot be read.
     """
-    kind = str(body.get("kind") or "")
-    meta = body.get("metadata") or {}
-    template = _template_of(kind, body)
-    tmeta = template.get("metadata") or {}
-    pod = core.parse_pod(
-        {
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), **tmeta},
-            "spec": template.get("spec") or {},
-        }
-    )
+    return from_object(workloads.parse(body))
+
+
+def from_object(obj: workloads.WorkloadObject) -> Workload:
+    """The Workload of a parsed workload object. Raises core.InvalidObject when its template cannot
+    be read, and KeyError for a kind the registry does not know."""
+    kinds.get(obj.kind)
+    meta, template = obj.metadata, obj.template
+    tmeta = template.metadata
+    pod = core.parse_pod({
+        "metadata": {"name": meta.name, "namespace": meta.namespace, "labels": tmeta.labels, "annotations": tmeta.annotations},
+        "spec": template.spec,
+    })
+    selector = obj.spec.jobTemplate.spec.selector if obj.kind == kinds.CRON_JOB else obj.spec.selector
     return Workload(
-        api_version=str(body.get("apiVersion") or ""),
-        kind=kind,
-        name=str(meta.get("name") or ""),
-        namespace=str(meta.get("namespace") or ""),
-        uid=meta.get("uid"),
-        generation=meta.get("generation"),
-        annotations=dict(meta.get("annotations") or {}),
-        template_labels=dict(tmeta.get("labels") or {}),
-        template_annotations=dict(tmeta.get("annotations") or {}),
+        api_version=obj.apiVersion,
+        kind=obj.kind,
+        name=meta.name,
+        namespace=meta.namespace or "",
+        uid=meta.uid,
+        generation=meta.generation,
+        annotations=dict(meta.annotations),
+        template_labels=dict(tmeta.labels),
+        template_annotations=dict(tmeta.annotations),
         template=pod,
-        managed_fields=tuple(meta.get("managedFields") or ()),
-        replicas=desired_pods(kind, body),
-        selector=_match_labels(kind, body),
+        managed_fields=tuple(meta.managedFields),
+        replicas=desired_pods(obj),
+        selector=dict(selector.matchLabels),
     )
-
-
-def _match_labels(kind: str, body: Mapping[str, Any]) -> dict[str, str]:
-    node: Any = body.get("spec")
-    if kind == kinds.CRON_JOB:
-        node = node.get("jobTemplate") if isinstance(node, Mapping) else None
-        node = node.get("spec") if isinstance(node, Mapping) else None
-    node = node.get("selector") if isinstance(node, Mapping) else None
-    labels = node.get("matchLabels") if isinstance(node, Mapping) else None
-    if not isinstance(labels, Mapping):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()}

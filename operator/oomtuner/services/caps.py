@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from oomtuner.api import policy
 from oomtuner.domain import caps as domain_caps
-from oomtuner.domain import quantity, quota, recommend, workload
+from oomtuner.domain import quota, recommend, resources, workload
 from oomtuner.kube import api
 from oomtuner.services import nodes as nodes_mod
 
@@ -39,7 +39,7 @@ class Caps:
     def for_workload(self, target: workload.Workload, chosen: policy.OOMPolicy | None) -> recommend.Caps:
         settings = chosen.spec.memory if chosen else policy.MemorySettings()
         return recommend.Caps(
-            policy_max_limit=_bytes(settings.maxLimit),
+            policy_max_limit=resources.bytes_or_none(settings.maxLimit),
             limit_range_max=self.limit_range_max(target.namespace),
             quota_headroom=self.quota_headroom(target, settings),
             largest_node_allocatable=self._nodes.largest_allocatable(),
@@ -101,12 +101,3 @@ class Caps:
             logger.debug("%s", message)
         else:
             logger.warning("%s", message)
-
-
-def _bytes(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return quantity.parse_bytes(value)
-    except quantity.QuantityError:
-        return None

@@ -60,7 +60,7 @@ class Intake:
             return 0
         pod = core.parse_pod(body)
         found = kills.kills_from_pod(pod, node_memory_capacity=self._nodes.capacity(pod.spec.nodeName))
-        return self._handle(body, found)
+        return self._handle(body, pod, found)
 
     def on_child_kill(self, body: Mapping[str, Any]) -> int:
         """An OOMKillChildProcess event from the node agent: a process other than the container's
@@ -82,13 +82,13 @@ class Intake:
         in_status = kills.kills_from_pod(pod, node_memory_capacity=capacity)
         if any(child_kills.same_kill(c, s) for c in found for s in in_status):
             return 0  # the container restarted: the pod-status kill is the one counted
-        return self._handle(pod_body, list(found))
+        return self._handle(pod_body, pod, list(found))
 
     def seen(self, identity: str) -> bool:
         with self._lock:
             return identity in self._seen
 
-    def _handle(self, pod_body: Mapping[str, Any], found: list[kills.OOMKill]) -> int:
+    def _handle(self, pod_body: Mapping[str, Any], pod: core.Pod, found: list[kills.OOMKill]) -> int:
         """Queue a pod's unseen kills for its workload's recommendation; return how many this call
         recorded (0 when another thread is the workload's writer and will record them)."""
         with self._lock:
@@ -96,8 +96,7 @@ class Intake:
         if not fresh:
             return 0
         kind, name = owners.top_owner(self._client, pod_body, chains=self._chains)
-        namespace = str((pod_body.get("metadata") or {}).get("namespace") or "")
-        key = f"{namespace}/{recommendation.name_for(kind=kind, name=name)}"
+        key = f"{pod.metadata.namespace or ''}/{recommendation.name_for(kind=kind, name=name)}"
         with self._lock:
             queue = self._pending[key]
             for k in fresh:

@@ -80,8 +80,8 @@ class Policies:
         each policy in its status. Returns how many valid policies were read."""
         learnt = 0
         for body in store.list_policies(self._client, namespace=namespace):
-            meta = body.get("metadata") or {}
-            where, name = str(meta.get("namespace") or namespace or ""), str(meta.get("name") or "")
+            meta = policy.identify(body)
+            where, name = meta.namespace or namespace or "", meta.name
             parsed, problem = read_policy(body, namespace=where, name=name)
             if parsed is not None and problem is None:
                 learnt += 1
@@ -93,14 +93,14 @@ class Policies:
 
     def on_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Take a policy from the watch: keep it when valid, and report on it in its status."""
-        meta = body.get("metadata") or {}
-        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        meta = policy.identify(body)
+        namespace, name = meta.namespace or "", meta.name
         if deleted:
             with self._lock:
                 self._valid[namespace].pop(name, None)
             return
         now = timestamps.format(self._clock())
-        generation = meta.get("generation")
+        generation = meta.generation
         parsed, problem = read_policy(body, namespace=namespace, name=name)
         if problem is not None or parsed is None:
             with self._lock:
@@ -117,12 +117,12 @@ class Policies:
                 type_="Valid", ok=True, reason="Valid", message="the policy is in effect", now=now, generation=generation
             )
             status = policy.OOMPolicyStatus(observedGeneration=generation, conditions=[condition], matchedWorkloads=matched)
-        if _same_status(_old_status(body), status):
+        if _same_status(policy.status_of(body), status):
             return
         store.write_policy_status(self._client, namespace=namespace, name=name, status=status)
         if problem is not None:
             involved = {"apiVersion": f"{policy.GROUP}/{policy.VERSION}", "kind": policy.KIND, "name": name,
-                        "namespace": namespace, "uid": meta.get("uid")}
+                        "namespace": namespace, "uid": meta.uid}
             self._announcer.post(involved=involved, reason=events.Reason.POLICY_INVALID, message=problem)
 
     def _count_matched(self, namespace: str, chosen: policy.OOMPolicy) -> int:
@@ -143,10 +143,3 @@ class Policies:
                 if selection.choose(candidates, wl.template_labels) is chosen:
                     count += 1
         return count
-
-
-def _old_status(body: Mapping[str, Any]) -> policy.OOMPolicyStatus | None:
-    try:
-        return policy.OOMPolicyStatus.model_validate(body.get("status") or {})
-    except ValueError:
-        return None

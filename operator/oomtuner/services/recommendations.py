@@ -141,7 +141,7 @@ class Recommendations:
             fresh = store.ensure_recommendation(
                 self._client, namespace=rec.metadata.namespace or "", name=rec.metadata.name,
                 target=rec.spec.targetRef,
-                owner_uid=next((o.get("uid") for o in rec.metadata.ownerReferences or []), None),
+                owner_uid=next((o.uid for o in rec.metadata.ownerReferences if o.uid), None),
             )
             written, result = store.update_recommendation_status(self._client, current=fresh, mutate=mutate)
         with self._lock:
