@@ -20,6 +20,9 @@ would have stored, evaluated as Prometheus 3 evaluates them:
 - The range query: at `start + k × step` up to `end` (rounded to seconds, as the client sends
   them), `max_over_time` of each series of the selected pods over `(t − window, t]`.
 
+The same range query, over every pod of the workload since a raise, answers settle's lookup
+(`since_raise`).
+
 The selectors' pod regexes are applied to the pod names, and the lookback, subquery step and window
 are read from the PromQL, so the answer is to the query that was really built. A query of another
 shape raises, which the operator's client turns into a failed lookup; `usage()` raises then, so the
@@ -38,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oomtuner import config
-from oomtuner.domain import duration, kills, recommend
+from oomtuner.domain import duration, kills, recommend, settle
 from oomtuner.prom import usage as prom_usage
 
 NAMESPACE = "bench"
@@ -50,7 +53,7 @@ NO_SAMPLE = -1
 # pod-template-hash and generateName suffixes use these characters (k8s.io/apimachinery util/rand).
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _LOOKBACK_AND_STEP = re.compile(r"\[(\d+)s:(\d+)s\]")
-_WINDOW = re.compile(r"max_over_time\(" + prom_usage.WORKING_SET + r"\{[^}]*\}\[(\d+)s\]\)")
+_WINDOW = re.compile(r"max_over_time\(" + prom_usage.WORKING_SET + r"\{.*\}\[(\d+)s\]\)")
 _PODS = re.compile(r'pod=~("(?:[^"\\]|\\.)*")')
 
 
@@ -177,12 +180,8 @@ def _default(field: str) -> Any:
     return config.Settings.model_fields[field].default
 
 
-def usage(
-    *, observed: Sequence[int], lives: Sequence[Life], epoch: datetime.datetime, ledger: Sequence[kills.OOMKill],
-    lookback: datetime.timedelta, now: datetime.datetime,
-) -> recommend.Usage:
-    """What the operator's usage lookup gives the domain for container `app` after the kills in
-    `ledger` (what reconcile passes: the recommendation's kill ledger, the policy's lookback)."""
+def _source(*, observed: Sequence[int], lives: Sequence[Life], epoch: datetime.datetime) -> prom_usage.PrometheusUsage:
+    """The operator's Prometheus client at its default settings, answered by the simulated cluster."""
     source = prom_usage.PrometheusUsage(
         url="http://simulated-prometheus",
         timeout=duration.parse(_default("prometheus_timeout")),
@@ -191,6 +190,16 @@ def usage(
         min_step=duration.parse(_default("prometheus_min_step")),
     )
     source._client = Prometheus(observed=observed, lives=lives, epoch=epoch.timestamp())  # type: ignore[assignment]
+    return source
+
+
+def usage(
+    *, observed: Sequence[int], lives: Sequence[Life], epoch: datetime.datetime, ledger: Sequence[kills.OOMKill],
+    lookback: datetime.timedelta, now: datetime.datetime,
+) -> recommend.Usage:
+    """What the operator's usage lookup gives the domain for container `app` after the kills in
+    `ledger` (what reconcile passes: the recommendation's kill ledger, the policy's lookback)."""
+    source = _source(observed=observed, lives=lives, epoch=epoch)
     query = prom_usage.Query(
         namespace=NAMESPACE, workload_kind=WORKLOAD_KIND, workload_name=WORKLOAD,
         containers=prom_usage.containers_with_kills(ledger), kills=tuple(ledger), lookback=lookback, now=now,
@@ -199,3 +208,23 @@ def usage(
     if not history.ok or CONTAINER not in history.usage:
         raise RuntimeError(f"the simulated Prometheus gave no usage: {history.message}")
     return history.usage[CONTAINER]
+
+
+def since_raise(
+    *, observed: Sequence[int], lives: Sequence[Life], epoch: datetime.datetime, since: datetime.datetime,
+    now: datetime.datetime,
+) -> settle.UsageSinceRaise | None:
+    """What the operator's settle lookup (`PrometheusUsage.since_raise`) gives the domain for
+    container `app`: None when Prometheus has no sample since the raise. `lives` includes the one
+    running now."""
+    source = _source(observed=observed, lives=lives, epoch=epoch)
+    query = prom_usage.SinceQuery(
+        namespace=NAMESPACE, workload_kind=WORKLOAD_KIND, workload_name=WORKLOAD, containers=(CONTAINER,),
+        since=since, now=now,
+    )
+    found = source.since_raise(query)
+    if found.outcome == prom_usage.Outcome.NO_DATA:
+        return None
+    if not found.ok:
+        raise RuntimeError(f"the simulated Prometheus failed the settle query: {found.message}")
+    return found.usage[CONTAINER]

@@ -5,12 +5,13 @@ can use is bounded by its limit; the simulator in quality.py decides when that b
 demand of a running container at wall-clock minute `t` and container age `age` (minutes since it
 last started) is
 
-    wall[t] + leak_per_minute × age + startup[age]   (startup[age] is 0 past the start-up profile)
+    wall[t] + leak_per_minute × age + by_age[age]   (by_age[age] is 0 past the end of the profile)
 
 so a restart resets what depends on age (a leak starts again from its baseline, a start-up peak
-comes back) and leaves what depends on the clock (a diurnal cycle, a step change, a spike) alone.
+comes back, a cache is empty again) and leaves what depends on the clock (a diurnal cycle, a step
+change, a spike) alone.
 
-Six families, each generated from `random.Random(seed)` only, so the same seed gives the same
+Seven families, each generated from `random.Random(seed)` only, so the same seed gives the same
 traces on every machine and Python version this project supports:
 
 - `steady`: a constant level with autocorrelated noise (σ 1–5%);
@@ -18,7 +19,10 @@ traces on every machine and Python version this project supports:
 - `spiky`: 4–12 spikes of ×1.3–2.5 for 1–20 minutes at random times (batch requests, reports);
 - `leak`: the working set grows 10–100% of its baseline per day of container age, until a restart;
 - `diurnal`: a daily sine of amplitude 15–50%, a little higher or lower each day, quieter weekends;
-- `startup`: a peak of ×1.5–4 over the first 3–30 minutes of every container life (JIT, caches).
+- `startup`: a peak of ×1.5–4 over the first 3–30 minutes of every container life (JIT, caches);
+- `plateau`: a cache, heap or lookup table that fills over hours to a plateau, and is empty again
+  after every restart: +50–200% of the baseline, filling as 1 − e^(−age/τ) with τ of 2–12 hours.
+  Within a life it rises like a leak; unlike a leak it stops.
 
 Baselines are log-uniform between 128Mi and 4Gi, so small containers (where VPA's +100Mi and our
 +64Mi floors matter) and large ones (where the factors matter) are both present.
@@ -38,7 +42,7 @@ import statistics
 
 MIB = 1024 * 1024
 MINUTES_PER_DAY = 24 * 60
-FAMILIES = ("steady", "step", "spiky", "leak", "diurnal", "startup")
+FAMILIES = ("steady", "step", "spiky", "leak", "diurnal", "startup", "plateau")
 MIN_BASE = 128 * MIB
 MAX_BASE = 4096 * MIB
 # Hours 1–6 of the first life set the starting limit.
@@ -47,14 +51,20 @@ INITIAL_WINDOW = (60, 360)
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-    """One container's memory demand in bytes; see the module docstring for the formula."""
+    """One container's memory demand in bytes; see the module docstring for the formula.
+
+    `wall` is the demand by wall-clock minute (one entry per minute of the trace); `by_age` the extra
+    demand by container age in minutes (a start-up peak, a cache that fills; 0 past its end);
+    `leak_per_minute` bytes more per minute of age. A trace with `leak_per_minute > 0` is a leak:
+    the benchmark judges its family by the leak flag, not by kills and waste.
+    """
 
     family: str
     index: int
     seed: int
     wall: tuple[int, ...]
     leak_per_minute: float = 0.0
-    startup: tuple[int, ...] = ()
+    by_age: tuple[int, ...] = ()
 
     @property
     def minutes(self) -> int:
@@ -64,10 +74,27 @@ class Trace:
     def name(self) -> str:
         return f"{self.family}-{self.index}"
 
+    @property
+    def leaks(self) -> bool:
+        return self.leak_per_minute > 0
+
     def demand(self, minute: int, age: int) -> int:
         """Bytes wanted at wall-clock `minute` by a container that started `age` minutes earlier."""
-        extra = self.startup[age] if age < len(self.startup) else 0
+        extra = self.by_age[age] if age < len(self.by_age) else 0
         return self.wall[minute] + int(self.leak_per_minute * age) + extra
+
+    def demands(self, first: int, stop: int, started: int) -> list[int]:
+        """`demand(m, m − started)` for m in [first, stop): the same values, computed in bulk."""
+        wall = self.wall[first:stop]
+        if not self.by_age and not self.leak_per_minute:
+            return list(wall)
+        ages = range(first - started, stop - started)
+        profile = self.by_age[first - started : stop - started]
+        profile += (0,) * (len(wall) - len(profile))
+        if not self.leak_per_minute:
+            return [w + p for w, p in zip(wall, profile)]
+        rate = self.leak_per_minute
+        return [w + int(rate * a) + p for w, a, p in zip(wall, ages, profile)]
 
     def initial_limit(self) -> int:
         """The starting limit (and request): median demand of hours 1–6 of the first life, in MiB."""
@@ -161,7 +188,15 @@ def startup(rng: random.Random, minutes: int) -> dict[str, object]:
         # Rises to the peak over the first third, then falls back to the baseline.
         shape = (age + 1) / top if age < top else (length - age) / (length - top + 1)
         profile.append(round(extra * min(1.0, shape)))
-    return {"wall": _scaled(base, [1.0] * minutes, _noise(rng, minutes)), "startup": tuple(profile)}
+    return {"wall": _scaled(base, [1.0] * minutes, _noise(rng, minutes)), "by_age": tuple(profile)}
+
+
+def plateau(rng: random.Random, minutes: int) -> dict[str, object]:
+    base = _base(rng)
+    height = base * rng.uniform(0.5, 2.0)
+    tau = 60 * math.exp(rng.uniform(math.log(2), math.log(12)))
+    fill = tuple(round(height * (1 - math.exp(-age / tau))) for age in range(minutes))
+    return {"wall": _scaled(base, [1.0] * minutes, _noise(rng, minutes)), "by_age": fill}
 
 
 GENERATORS = {
@@ -171,6 +206,7 @@ GENERATORS = {
     "leak": leak,
     "diurnal": diurnal,
     "startup": startup,
+    "plateau": plateau,
 }
 
 

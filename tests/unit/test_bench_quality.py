@@ -1,8 +1,10 @@
-"""The recommendation-quality benchmark (bench/quality.py, bench/traces.py): deterministic, counts
-kills the way the rules say, and applies each strategy's bump formula as documented.
+"""The recommendation-quality benchmark (bench/quality.py, bench/traces.py, bench/vpasim.py,
+bench/promsim.py): deterministic, counts kills the way the rules say, applies each strategy's
+formula as documented, settles and lowers between kills, and judges the issue's target.
 
-Everything is real: "ours" is the real domain strategy, the traces are the real generators (small
-and short here) or hand-made `traces.Trace` values. Nothing is faked.
+Everything is real: "ours" is the real domain strategy (recommend and settle) with the operator's
+real Prometheus lookups answered by the simulated cluster, the traces are the real generators
+(small and short here) or hand-made `traces.Trace` values. Nothing is faked.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import pathlib
 
 import pytest
 
-from bench import promsim, quality, traces
+from bench import promsim, quality, traces, vpasim
+from oomtuner.api import policy
 
 MI = 1024 * 1024
+DAY = traces.MINUTES_PER_DAY
 
 
 def flat_trace(minutes: int, level: int = 100 * MI, *, changes: dict[int, int] | None = None, **fields: object) -> traces.Trace:
@@ -66,7 +71,9 @@ def test_same_seed_gives_the_same_json() -> None:
     again = quality.run(seed=5, traces_per_family=1, days=2, stable_days=1)
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
     assert set(first["families"]) == set(traces.FAMILIES)
-    assert set(first["families"]["steady"]) == {"ours", "ours-kills-only", "vpa", "vpa-target", "krr", "fixed-25"}
+    assert set(first["families"]["steady"]) == {
+        "ours", "ours-kills-only", "vpa-oom-sample", "vpa-target", "vpa-updater", "krr", "fixed-25"}
+    assert first["leak_families"] == ["leak"]
 
 
 def test_another_seed_gives_other_traces() -> None:
@@ -80,7 +87,8 @@ def test_cli_prints_json_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
                          "--families", "steady,leak", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out["families"]) == ["steady", "leak"] and out["seed"] == 3
-    assert out["target"]["leak"]["note"].startswith("no limit fixes a leak")
+    assert out["target"]["leak"]["leak"] is True and "flagged" in out["target"]["leak"]
+    assert set(out["target"]["steady"]["checks"]) == {"kills", "waste", "time_weighted_waste", "below_peak", "false_leak"}
 
 
 # --- counting kills -------------------------------------------------------------------------------
@@ -121,10 +129,22 @@ def test_a_kill_without_a_raise_restarts_after_the_crash_loop_back_off() -> None
 
 
 def test_age_resets_on_restart_for_leaks_and_start_up_peaks() -> None:
-    trace = flat_trace(10, leak_per_minute=MI, startup=(50 * MI, 20 * MI))
+    trace = flat_trace(10, leak_per_minute=MI, by_age=(50 * MI, 20 * MI))
     assert trace.demand(5, 0) == 150 * MI  # a fresh container: baseline plus the start-up peak
     assert trace.demand(5, 1) == 121 * MI
     assert trace.demand(5, 5) == 105 * MI  # the leak counts container age, not the clock
+    # In bulk, the same values.
+    assert trace.demands(3, 10, 2) == [trace.demand(m, m - 2) for m in range(3, 10)]
+    plateau = traces.generate(family="plateau", seed=1, index=0, days=1)
+    assert plateau.demands(100, 200, 50) == [plateau.demand(m, m - 50) for m in range(100, 200)]
+
+
+def test_a_plateau_fills_with_age_and_stops() -> None:
+    trace = traces.generate(family="plateau", seed=1, index=3, days=2)
+    fill = trace.by_age
+    assert fill[0] == 0 and all(a <= b for a, b in zip(fill, fill[1:])) and not trace.leaks
+    # Slower and slower: the second day adds less than a tenth of what the first did.
+    assert fill[-1] - fill[DAY] < (fill[DAY] - fill[0]) / 10
 
 
 def test_a_strategy_never_sees_the_future_nor_usage_above_the_limit() -> None:
@@ -164,7 +184,9 @@ def test_krr_simple(peak: int, limit: int, wanted: int) -> None:
         (quality.Ours(name="ours-kills-only", with_usage=False), 1000 * MI, 1500 * MI),
         (quality.VPA(), 1000 * MI, 1200 * MI),  # × 1.2
         (quality.VPA(), 100 * MI, 200 * MI),  # + 100Mi
-        (quality.VPA(name="vpa-target", target=True), 1000 * MI, 1380 * MI),  # × 1.2 × 1.15
+        # 1200Mi is in bucket 40 (1e7 × (1.05^b − 1) / 0.05 ≤ value), which ends at 1278397629 bytes;
+        # × 1.15, each part truncated: 1278397629 + 191759644.
+        (quality.VPA(name="vpa-target", target=True), 1000 * MI, 1470157273),
         (quality.VPA(name="vpa-target", target=True), 100 * MI, 250 * MI),  # pod-min-memory 250Mi
         (quality.KRR(), 1000 * MI, 1250 * MI),
         (quality.Fixed(), 1000 * MI, 1250 * MI),
@@ -174,6 +196,8 @@ def test_krr_simple(peak: int, limit: int, wanted: int) -> None:
 def test_strategy_bumps_after_one_limit_kill(strategy: quality.Strategy, limit: int, new_limit: int) -> None:
     decision = strategy.decide(limit=limit, request=limit, history=history(limit=limit))
     assert (decision.limit, decision.request, decision.suspected_leak) == (new_limit, new_limit, False)
+    # Only ours looks again between kills, to settle its own raise a day later (the raise at minute 120, + 1440).
+    assert decision.recheck == (120 + DAY if strategy.name == "ours" else None)
 
 
 def test_vpa_uses_the_peak_of_the_current_day_when_it_is_above_the_request() -> None:
@@ -245,48 +269,217 @@ def test_the_simulated_prometheus_answers_the_operators_queries() -> None:
     assert {r["metric"]["oomtuner_stat"]: float(r["value"][1]) for r in stats} == {"peak": 27 * MI, "p95": 23 * MI}
 
 
-# --- the increaseFactor sweep ---------------------------------------------------------------------
 
 
-def test_the_sweep_is_deterministic_and_holds_the_normal_run_at_the_default_factor() -> None:
+# --- settle: ours lowers its own raise between kills ----------------------------------------------
+
+
+def test_ours_settles_its_raise_a_day_later_and_a_kill_after_it_bumps_again() -> None:
+    # 100Mi with one spike to 130Mi at minute 400: killed at 100Mi, raised to 164Mi (+ minIncrease).
+    # A day after the raise, usage since it (a steady 100Mi) settles the limit to the larger of the
+    # limit at the kill × 1.1 and the peak × 1.1: 110Mi. A spike to 115Mi on day 3 kills it there,
+    # and the bump starts from 110Mi: 174Mi.
+    trace = flat_trace(4 * DAY, changes={400: 130 * MI, 3 * DAY: 115 * MI})
+    outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
+    assert [(k.minute, k.limit) for k in outcome.kills] == [(400, 100 * MI), (3 * DAY, 110 * MI)]
+    assert [(c.minute, c.limit, c.by_kill) for c in outcome.changes] == [
+        (401, 164 * MI, True), (401 + DAY + 1, 110 * MI, False), (3 * DAY + 1, 174 * MI, True)]
+    assert outcome.extra_rollouts == 1 and outcome.final_limit == 174 * MI
+
+
+def test_ours_does_not_settle_a_life_that_is_still_growing() -> None:
+    # A leak of 20Mi a day: the life after the raise grows, so the raise stands until the next kill.
+    trace = flat_trace(4 * DAY, changes={400: 130 * MI}, leak_per_minute=20 * MI / DAY)
+    outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
+    assert len(outcome.kills) == 2 and all(c.by_kill for c in outcome.changes)
+
+
+def test_without_prometheus_or_with_settle_off_nothing_is_lowered() -> None:
+    trace = flat_trace(3 * DAY, changes={400: 130 * MI})
+    off = policy.MemorySettings(settle=policy.SettleSettings(enabled=False))
+    for strategy in (quality.Ours(with_usage=False), quality.Ours(settings=off)):
+        outcome = quality.simulate(trace, strategy, stable_days=0)
+        assert [(c.limit, c.by_kill) for c in outcome.changes] == [(164 * MI, True)]
+
+
+def test_time_weighted_waste_counts_the_day_before_the_settle() -> None:
+    # Peak 100Mi after the last kill at minute 400; 164Mi for a day (64% waste), then 110Mi (10%)
+    # until the end of day 3: (1441 × 0.64 + (3 × 1440 − 1842) × 0.10) / (3 × 1440 − 401).
+    trace = flat_trace(3 * DAY, changes={400: 100 * MI + 1})
+    outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
+    assert [c.minute for c in outcome.changes] == [401, 1842]
+    peak = outcome.true_peak_after
+    expected = (1441 * (164 * MI - peak) + (3 * DAY - 1842) * (110 * MI - peak)) / peak / (3 * DAY - 401)
+    assert outcome.time_weighted_waste == pytest.approx(expected)
+    assert outcome.waste == pytest.approx((110 * MI - peak) / peak) and not outcome.below_peak
+
+
+# --- VPA's recommender and updater (bench/vpasim.py) ----------------------------------------------
+
+
+def test_the_vpa_model_replays_the_measurement_of_the_real_recommender() -> None:
+    # bench/vpa.py against VPA v1.8.1 (bench/README.md, "The real VPA recommender"): 3 replicas using
+    # 100Mi, request = limit = 128Mi, rolled out at VPA's new target after each raise. Targets: 250Mi
+    # before any kill; then 283, 454, 640Mi; no raise at the 4th kill (one OOM peak among 12 is
+    # below the 90th percentile); 932Mi at the 5th (on another pod of the same rollout); none at the 6th.
+    model = vpasim.Recommender()
+    pods, request, minute, generation = ["p0-0", "p0-1", "p0-2"], 128 * MI, 0, 0
+    for pod in pods:
+        model.add_samples(pod, minute, [100 * MI, 100 * MI])
+    minute = 2
+    assert model.recommendation()[0] == 250 * MI
+    targets = []
+    for kill in range(6):
+        for pod in pods:
+            model.add_samples(pod, minute, [100 * MI])
+        model.record_oom(pods[kill % 3 if kill != 4 else 2], minute + 0.5, request)
+        target = model.recommendation()[0]
+        targets.append(target // MI)
+        minute += 1
+        if target // MI > request // MI:  # bench/vpa.py rolls out whole MiB
+            request, generation = target // MI * MI, generation + 1
+            pods = [f"p{generation}-{i}" for i in range(3)]
+    assert targets == [283, 454, 640, 640, 932, 932]
+
+
+def test_vpa_raises_after_a_kill_and_lowers_once_the_oom_peak_has_decayed() -> None:
+    # 300Mi, with one spike to 500Mi at minute 600. Half an hour in, the request (300Mi) is below the
+    # lower bound (the median peak × 1.15) and the pod is evicted to the target; the kill's OOM sample
+    # raises it again; two days later the daily peaks outweigh the decayed OOM peak and the updater
+    # lowers it back.
+    trace = flat_trace(8 * DAY, level=300 * MI, changes={600: 500 * MI})
+    outcome = quality.simulate(trace, quality.VPAUpdater(), stable_days=0)
+    assert [k.minute for k in outcome.kills] == [600]
+    (first, raised, lowered) = outcome.changes
+    assert (first.minute, first.by_kill) == (31, False) and first.limit > 300 * MI
+    assert (raised.minute, raised.by_kill) == (601, True) and raised.limit > first.limit
+    assert not lowered.by_kill and lowered.limit == first.limit and 2 * DAY < lowered.minute - raised.minute < 3 * DAY
+
+
+@pytest.mark.parametrize(
+    ("asked", "recommendation", "age", "quick", "evicted"),
+    [
+        (300, (400, 350, 900), 60, False, True),  # below the lower bound
+        (300, (320, 250, 900), 60, False, False),  # in range, young pod
+        (300, (320, 250, 900), 13 * 60, False, False),  # in range, old pod, under 10% change
+        (300, (340, 250, 900), 13 * 60, False, True),  # in range, old pod, 13% change
+        (300, (340, 250, 900), 60, True, True),  # quick OOM
+        (300, (300, 250, 900), 60, True, False),  # quick OOM, nothing would change
+        (1000, (300, 250, 900), 60, False, True),  # above the upper bound
+    ],
+)
+def test_the_vpa_updater_rules(asked: int, recommendation: tuple[int, int, int], age: int, quick: bool, evicted: bool) -> None:
+    assert vpasim.evicts(request=asked, recommendation=recommendation, pod_age=age, quick_oom=quick) is evicted
+
+
+# --- the target -------------------------------------------------------------------------------------
+
+
+def row(kills: float, waste: float | None = 0.1, weighted: float | None = 0.1, below: float = 0.0, leak: float = 0.0) -> dict[str, object]:
+    return {"kills_mean": kills, "waste_mean": waste, "time_weighted_waste_mean": weighted, "below_peak": below,
+            "leak_flagged": leak}
+
+
+@pytest.mark.parametrize(
+    ("family", "ours", "met", "failed"),
+    [
+        ("step", row(2.75), True, []),
+        ("step", row(2.8), False, ["kills"]),  # the fewest peer kills are 3.0: at most 2.75
+        ("steady", row(1.0), True, []),  # steady: at most one kill
+        ("step", row(2.0, waste=0.11), False, ["waste"]),
+        ("step", row(2.0, weighted=0.13), True, []),  # time-weighted: up to 3 points more than VPA's
+        ("step", row(2.0, weighted=0.131), False, ["time_weighted_waste"]),
+        ("step", row(2.0, below=0.031), False, ["below_peak"]),
+        ("step", row(2.0, leak=0.051), False, ["false_leak"]),
+        ("step", row(2.0, waste=None, weighted=None), False, ["waste", "time_weighted_waste"]),
+    ],
+)
+def test_judge_applies_each_part_of_the_target(family: str, ours: dict[str, object], met: bool, failed: list[str]) -> None:
+    rows = {"ours": ours, "vpa-oom-sample": row(3.5), "krr": row(3.0), "fixed-25": row(3.2)}
+    verdict = quality.judge(family, rows)
+    assert verdict["met"] is met and [k for k, ok in verdict["checks"].items() if not ok] == failed
+
+
+def test_several_seeds_are_pooled_and_the_target_held_on_enough_of_them(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--seeds", "1-2", "--traces-per-family", "1", "--days", "2", "--stable-days", "1", "--families", "step,leak"]
+    assert quality.main([*args, "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [1, 2] and set(out["per_seed"]) == {"1", "2"}
+    assert out["families"]["step"]["ours"]["traces"] == 2  # one trace of each seed
+    verdict = out["target"]["step"]
+    assert verdict["seeds"] == 2 and verdict["held"] == (verdict["met"] and verdict["seeds_met"] == 2)
+    assert "seeds_met" not in out["target"]["leak"]
+
+
+# --- your own traces (--traces-module) -------------------------------------------------------------
+
+
+def test_a_traces_module_is_evaluated_like_the_built_in_families(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = tmp_path / "mine.py"
+    module.write_text(
+        "from bench import traces\n"
+        "MI = 1024 * 1024\n"
+        "def generate_all(seed, per_family, days):\n"
+        "    n = days * traces.MINUTES_PER_DAY\n"
+        "    wall = tuple(100 * MI if m != 400 + seed else 150 * MI for m in range(n))\n"
+        "    out = [traces.Trace(family='batch', index=i, seed=seed, wall=wall) for i in range(per_family)]\n"
+        "    out += [traces.Trace(family='creep', index=i, seed=seed, wall=(100 * MI,) * n, leak_per_minute=MI / 60)\n"
+        "            for i in range(per_family)]\n"
+        "    return out\n"
+    )
+    args = ["--traces-module", str(module), "--traces-per-family", "2", "--days", "2", "--stable-days", "1"]
+    assert quality.main([*args, "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["families"]) == ["batch", "creep"] and out["leak_families"] == ["creep"]
+    assert out["families"]["batch"]["ours"]["kills_mean"] == 1 and "checks" in out["target"]["batch"]
+    assert quality.main([*args, "--format", "table"]) == 0
+    assert "batch     VPA OOM sample" in capsys.readouterr().out
+
+
+def test_a_traces_module_without_generate_all_is_one_clear_error(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = tmp_path / "empty.py"
+    module.write_text("X = 1\n")
+    with pytest.raises(SystemExit):
+        quality.main(["--traces-module", str(module)])
+    assert f"--traces-module: {module}: no function generate_all(seed, per_family, days)" in capsys.readouterr().err
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+
+def test_sweeps_are_deterministic_and_hold_the_normal_run_at_the_defaults() -> None:
     options = {"seed": 2, "traces_per_family": 2, "days": 3, "stable_days": 1, "families": ("step", "startup")}
-    first = quality.run(**options, sweep_factors=(1.2, 1.5, 2.0))  # type: ignore[arg-type]
-    again = quality.run(**options, sweep_factors=(1.2, 1.5, 2.0))  # type: ignore[arg-type]
+    variants = [*quality.factor_variants([1.2, 1.5]), *quality.settle_variants("off,24h:0.1")]
+    first = quality.run(**options, variants=variants)  # type: ignore[arg-type]
+    again = quality.run(**options, variants=variants)  # type: ignore[arg-type]
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
-    assert first["sweep"]["factors"] == ["1.2", "1.5", "2"]
+    assert first["sweep"]["variants"] == ["1.2", "1.5", "off", "24h:0.1"]
     plain = quality.run(**options)  # type: ignore[arg-type]
     assert "sweep" not in plain and plain["families"] == first["families"]
     for family in ("step", "startup"):
-        at_default = dict(first["sweep"]["families"][family]["1.5"])
-        assert at_default.pop("target") == plain["target"][family]
-        assert at_default == plain["families"][family]["ours"]
-
-
-def test_the_sweep_without_usage_holds_ours_kills_only_at_the_default_factor() -> None:
-    options = {"seed": 2, "traces_per_family": 2, "days": 3, "stable_days": 1, "families": ("leak",)}
-    swept = quality.run(**options, sweep_factors=(1.2, 1.5), sweep_with_usage=False)  # type: ignore[arg-type]
-    assert swept["sweep"]["usage"] is False
-    at_default = dict(swept["sweep"]["families"]["leak"]["1.5"])
-    at_default.pop("target")
-    assert at_default == swept["families"]["leak"]["ours-kills-only"]
-    assert "ours-kills-only by increaseFactor" in quality.sweep_table(swept)
+        for default in ("1.5", "24h:0.1"):
+            at_default = dict(first["sweep"]["families"][family][default])
+            assert at_default.pop("target") == plain["target"][family]
+            assert at_default == plain["families"][family]["ours"]
+        assert first["sweep"]["families"][family]["off"]["extra_rollouts_mean"] == 0
 
 
 def test_a_bigger_factor_bumps_more_in_one_kill() -> None:
-    (low, high) = quality.sweep_strategies([1.2, 2.0])
+    (low, high) = (v.strategy() for v in quality.factor_variants([1.2, 2.0]))
     assert low.decide(limit=1000 * MI, request=1000 * MI, history=history(limit=1000 * MI)).limit == 1200 * MI
     assert high.decide(limit=1000 * MI, request=1000 * MI, history=history(limit=1000 * MI)).limit == 2000 * MI
 
 
-def test_cli_sweep(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_sweeps(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--seed", "3", "--traces-per-family", "1", "--days", "2", "--stable-days", "1", "--families", "steady"]
-    assert quality.main([*args, "--format", "table", "--sweep-factor", "1.3,1.5"]) == 0
+    assert quality.main([*args, "--format", "table", "--sweep-factor", "1.3", "--sweep-settle", "off,12h:0.2"]) == 0
     out = capsys.readouterr().out
-    assert "ours by increaseFactor" in out and "x1.3" in out and "x1.5" in out
-    assert quality.main([*args, "--format", "json", "--sweep-factor", "1.3,1.5"]) == 0
-    assert list(json.loads(capsys.readouterr().out)["sweep"]["families"]["steady"]) == ["1.3", "1.5"]
+    assert "ours by setting" in out and "ours 1.3" in out and "ours off" in out and "ours 12h:0.2" in out
     assert quality.main([*args, "--format", "json", "--sweep-factor", "1.5", "--sweep-without-usage"]) == 0
-    assert json.loads(capsys.readouterr().out)["sweep"]["usage"] is False
-    for bad in ("1.0", "x", "1.5,1.50"):
+    swept = json.loads(capsys.readouterr().out)["sweep"]["families"]["steady"]["1.5"]
+    assert swept["extra_rollouts_mean"] == 0  # without usage, no settle
+    for flag, bad in (("--sweep-factor", "1.0"), ("--sweep-factor", "x"), ("--sweep-factor", "1.5,1.50"),
+                      ("--sweep-settle", "24h"), ("--sweep-settle", "24h:2"), ("--sweep-settle", "1w:0.1"),
+                      ("--seeds", "1-2,2")):
         with pytest.raises(SystemExit):
-            quality.main([*args, "--sweep-factor", bad])
+            quality.main([*args, flag, bad])

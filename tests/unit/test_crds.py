@@ -71,6 +71,11 @@ def test_policy_schema_validations() -> None:
     assert memory["requestPolicy"]["enum"] == ["KeepRatio", "EqualsLimit", "Unchanged", "FromUsage"]
     rules = [v["rule"] for v in spec["x-kubernetes-validations"]]
     assert any("increaseFactor > 1.0" in r for r in rules)
+    settle = memory["settle"]["properties"]
+    assert settle["enabled"]["type"] == "boolean" and (settle["margin"]["minimum"], settle["margin"]["maximum"]) == (0, 1)
+    assert settle["after"]["pattern"] and settle["after"]["maxLength"] == 32
+    assert all(field["description"] for field in settle.values())
+    assert any("self.memory.settle.after.matches('[1-9]')" in r for r in rules)
 
 
 def test_chart_crds_match_when_the_chart_exists() -> None:

@@ -500,3 +500,55 @@ def test_current_usage_fails_as_a_whole_through_the_breaker(fake: FakePrometheus
     assert failed.outcome == usage.Outcome.UNAVAILABLE and not failed.usage
     assert failed.message.startswith(f"Prometheus at {fake.url}: query failed: ") and "HTTP Status Code 503" in failed.message
     assert len(fake.requests) == 1 and failures() == before + 1  # the first failure stops the rest
+
+
+# ---- settle: usage since the raise ---------------------------------------------------------------
+
+
+def since_query(hours: float = 26, containers: tuple[str, ...] = ("app",)) -> usage.SinceQuery:
+    return usage.SinceQuery(namespace="shop", workload_kind="Deployment", workload_name="web", containers=containers,
+                            since=NOW - datetime.timedelta(hours=hours), now=NOW)
+
+
+def test_since_range_starts_one_window_after_the_raise_with_a_bounded_step() -> None:
+    start, step = usage.since_range(since_query(26), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
+    # The first point's window (the step, at least a minute) starts at the raise.
+    assert step == datetime.timedelta(seconds=47) and start == NOW - datetime.timedelta(hours=26, minutes=-1)
+    start, step = usage.since_range(since_query(1), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
+    assert step == datetime.timedelta(seconds=30) and start == NOW - datetime.timedelta(hours=1) + datetime.timedelta(minutes=1)
+    assert usage.since_range(since_query(0.01), max_points=2000, min_step=datetime.timedelta(seconds=30)) is None
+    text = usage.since_query(since_query(), step=datetime.timedelta(seconds=47))
+    assert text.startswith("max by (container, pod, id) (max_over_time(container_memory_working_set_bytes{")
+    assert f'pod=~"{usage.pod_pattern("Deployment", "web")}"' in text and text.endswith("[60s]))")
+
+
+def test_since_raise_reads_every_pod_of_the_workload_in_one_range_query(fake: FakePrometheus) -> None:
+    # Two pods of the workload since the raise, every 47 s: one flat at 500Mi, one at 700Mi later on.
+    start = NOW - datetime.timedelta(hours=26, minutes=-1)
+    instants = [start.timestamp() + k * 47 for k in range(int((NOW - start).total_seconds() // 47) + 1)]
+    fake.series = [
+        {"metric": {"container": "app", "pod": "web-7d4b9c8f6d-x2x4z", "id": "/cg/a"},
+         "values": [[t, str(500 * MI)] for t in instants]},
+        {"metric": {"container": "app", "pod": "web-7d4b9c8f6d-bcdfg", "id": "/cg/b"},
+         "values": [[t, str(700 * MI)] for t in instants[len(instants) // 2:]]},
+    ]
+    found = source(fake.url).since_raise(since_query())
+    assert found.ok and found.usage["app"].peak == 700 * MI and found.usage["app"].coverage == 1
+    assert not found.usage["app"].growing and found.usage["app"].source == "Prometheus, step 47s"
+    assert found.message == "usage over the 1d2h since the raise from Prometheus: app: peak 700Mi, 100% covered"
+    ((path, params, _),) = fake.requests
+    assert path == "/api/v1/query_range" and params["step"] == "47s" and params["timeout"] == "1s"
+    assert int(params["start"]) == round(start.timestamp()) and int(params["end"]) == round(NOW.timestamp())
+
+
+def test_since_raise_without_data_or_prometheus_says_why(fake: FakePrometheus) -> None:
+    fake.series = []
+    found = source(fake.url).since_raise(since_query())
+    assert found.outcome == usage.Outcome.NO_DATA and not found.usage and "since the raise" in found.message
+    fake.status, fake.body = 503, {"status": "error"}
+    before = failures()
+    failed = source(fake.url).since_raise(since_query())
+    assert failed.outcome == usage.Outcome.UNAVAILABLE and "HTTP Status Code 503" in failed.message
+    assert failures() == before + 1
+    off = usage.Disabled().since_raise(since_query())
+    assert off.outcome == usage.Outcome.NOT_CONFIGURED and "settle needs usage history" in off.message

@@ -122,6 +122,13 @@ def _policy_schema() -> dict[str, Any]:
             "fieldPath": ".memory.increaseFactor",
         },
         {
+            # The pattern admits only durations; one with a digit other than 0 is longer than 0.
+            "rule": "!has(self.memory) || !has(self.memory.settle) || !has(self.memory.settle.after) || "
+            "self.memory.settle.after.matches('[1-9]')",
+            "message": "spec.memory.settle.after must be longer than 0",
+            "fieldPath": ".memory.settle.after",
+        },
+        {
             "rule": "!has(self.selector) || !has(self.selector.matchExpressions) || "
             "self.selector.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == "
             "(has(e.values) && size(e.values) > 0))",

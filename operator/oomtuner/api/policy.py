@@ -35,6 +35,40 @@ class LabelSelector(pydantic.BaseModel):
     matchExpressions: list[LabelSelectorRequirement] | None = None
 
 
+class SettleSettings(pydantic.BaseModel):
+    """When and how far oomtuner lowers a limit it raised itself, once usage since the raise is known.
+
+    An object rather than "Off or settings": a structural CRD schema cannot hold a string or an object
+    in one field, so `enabled: false` turns settling off. The defaults are the ones bench/quality.py
+    measured best (bench/README.md, "Settle").
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    enabled: bool = pydantic.Field(
+        default=True,
+        description="Lower a limit oomtuner raised once usage since the raise is known. false: never lower.",
+    )
+    after: types.Duration = pydantic.Field(
+        default="24h",
+        max_length=32,
+        description=(
+            "How long after its last raise, with no kill since, a container is settled: usage history "
+            "must cover at least 90% of that time. A duration such as 24h or 2d."
+        ),
+    )
+    margin: float = pydantic.Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description=(
+            "Head-room of the settled limit over the limit at the last kill and over the peak working "
+            "set since the raise, as a fraction in [0, 1]. Never below the limit the workload had before "
+            "oomtuner raised it."
+        ),
+    )
+
+
 class MemorySettings(pydantic.BaseModel):
     """How a memory recommendation is computed (README, "How a recommendation is computed")."""
 
@@ -60,7 +94,11 @@ class MemorySettings(pydantic.BaseModel):
     )
     requestPolicy: types.RequestPolicy = pydantic.Field(
         default=types.RequestPolicy.KEEP_RATIO,
-        description="How the request follows a raised limit.",
+        description="How the request follows a raised (or settled) limit.",
+    )
+    settle: SettleSettings = pydantic.Field(
+        default_factory=SettleSettings,
+        description="Lowering oomtuner's own raise once usage since it is known; enabled: false turns it off.",
     )
 
 

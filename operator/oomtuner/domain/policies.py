@@ -5,6 +5,8 @@ The operator (an `Invalid` condition) and `oomtuner explain --policy` (exit 2) a
 
 from __future__ import annotations
 
+import datetime
+
 from oomtuner.api import policy
 from oomtuner.domain import duration, quantity
 
@@ -21,9 +23,16 @@ def problem(parsed: policy.OOMPolicy) -> str | None:
             return f"{field}: {exc}"
         if field.endswith("maxLimit") and amount <= 0:
             return f"{field}: must be more than 0"
-    for field, text in (("spec.cooldown", parsed.spec.cooldown), ("spec.prometheus.lookback", parsed.spec.prometheus.lookback)):
+    durations = (
+        ("spec.cooldown", parsed.spec.cooldown),
+        ("spec.prometheus.lookback", parsed.spec.prometheus.lookback),
+        ("spec.memory.settle.after", mem.settle.after),
+    )
+    for field, text in durations:
         try:
-            duration.parse(text)
+            length = duration.parse(text)
         except duration.DurationError as exc:
             return f"{field}: {exc}"
+        if field.endswith("settle.after") and length <= datetime.timedelta(0):
+            return f"{field}: must be longer than 0"
     return None

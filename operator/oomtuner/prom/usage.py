@@ -24,6 +24,11 @@ name. The reconcile layer names the likely culprit from it (`domain.classify.cul
 For `oomtuner report`, *instant* queries of the working set now (`current_usage`) of every container
 of the pods it lists, one term per namespace, packed into as few queries as fit `MAX_QUERY_CHARS`.
 
+For settle (`since_raise`), one *range* query of every pod of the workload since oomtuner's last
+raise, per container instance, at a step that keeps every series under `max_points` points: the
+peak, how much of the time has samples, and whether a life running now still grows
+(`domain.settle.usage_since`).
+
 Every request carries a client timeout and Prometheus' own `timeout` parameter, is never retried,
 and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
 event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
@@ -58,7 +63,7 @@ from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
 from oomtuner import config
-from oomtuner.domain import duration, kills, quantity, recommend
+from oomtuner.domain import duration, kills, quantity, recommend, settle
 from oomtuner.domain import usage as domain_usage
 from oomtuner.prom import metrics
 
@@ -165,8 +170,36 @@ class NodeUsage:
         return self.outcome == Outcome.USED
 
 
+@dataclasses.dataclass(frozen=True)
+class SinceQuery:
+    """What settle looks up: the working set of a workload's containers, all its pods, since `since`
+    (oomtuner's last raise) up to `now`."""
+
+    namespace: str
+    workload_kind: str
+    workload_name: str
+    containers: tuple[str, ...]
+    since: datetime.datetime
+    now: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class SinceRaise:
+    """The answer: usage since the raise per container that had data, and how it went."""
+
+    outcome: Outcome
+    message: str
+    usage: Mapping[str, settle.UsageSinceRaise] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.USED
+
+
 class Source(Protocol):
     def history(self, query: Query) -> History: ...
+
+    def since_raise(self, query: SinceQuery) -> SinceRaise: ...
 
     def node_usage(self, query: NodeQuery) -> NodeUsage: ...
 
@@ -178,6 +211,9 @@ class Disabled:
 
     def history(self, query: Query) -> History:
         return NOT_CONFIGURED
+
+    def since_raise(self, query: SinceQuery) -> SinceRaise:
+        return SinceRaise(outcome=Outcome.NOT_CONFIGURED, message=f"{NOT_CONFIGURED_MESSAGE}; settle needs usage history")
 
     def node_usage(self, query: NodeQuery) -> NodeUsage:
         return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message=NOT_CONFIGURED_MESSAGE)
@@ -274,9 +310,35 @@ def slope_range(query: Query) -> tuple[datetime.datetime, tuple[str, ...]] | Non
 
 
 def slope_query(query: Query, pods: Sequence[str], *, step: datetime.timedelta) -> str:
+    return _instances_query(query.namespace, "|".join(_escape(p) for p in pods), query.containers, step=step)
+
+
+def _instances_query(namespace: str, pods: str, containers: Sequence[str], *, step: datetime.timedelta) -> str:
+    """Each container instance's (`id`) highest working set over the step before each point (at
+    least MIN_POINT_WINDOW, so that no point falls between two scrapes)."""
     window = _seconds(max(step, MIN_POINT_WINDOW))
-    selector = _selector(query.namespace, "|".join(_escape(p) for p in pods), query.containers)
+    selector = _selector(namespace, pods, containers)
     return f"max by (container, pod, id) (max_over_time({WORKING_SET}{selector}[{window}]))"
+
+
+def since_range(
+    query: SinceQuery, *, max_points: int, min_step: datetime.timedelta
+) -> tuple[datetime.datetime, datetime.timedelta] | None:
+    """Where settle's range query starts and its step; None when less than one point's window has
+    passed since the raise. The first point's window starts at the raise, so no sample from before
+    it counts."""
+    step = step_for(query.now - query.since, max_points=max_points, min_step=min_step)
+    start = query.since + datetime.timedelta(seconds=math.ceil(max(step, MIN_POINT_WINDOW).total_seconds()))
+    if start > query.now:
+        return None
+    return start, step
+
+
+def since_query(query: SinceQuery, *, step: datetime.timedelta) -> str:
+    """The range query for settle: every pod of the workload, per container instance."""
+    return _instances_query(
+        query.namespace, pod_pattern(query.workload_kind, query.workload_name), query.containers, step=step
+    )
 
 
 def _number(text: Any) -> float | None:
@@ -571,6 +633,40 @@ class PrometheusUsage:
                 message=f"Prometheus at {self.url}: {exc}; computed from the kills alone",
             )
         return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus")
+
+    def since_raise(self, query: SinceQuery) -> SinceRaise:
+        """Usage since the raise (module docstring): one bounded range query. A failure or an empty
+        answer says why; it never raises."""
+        since = duration.format(query.now - query.since)
+        where = since_range(query, max_points=self.max_points, min_step=self.min_step)
+        if not query.containers or where is None:
+            return SinceRaise(outcome=Outcome.NO_DATA, message=f"nothing to look up over the {since} since the raise")
+        start, step = where
+        try:
+            rows = self._query_range(since_query(query, step=step), start=start, end=query.now, step=step, parse=_bounded)
+        except QueryFailed as exc:
+            return SinceRaise(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+        series = parse_series(rows)
+        max_gap = max(datetime.timedelta(minutes=10), 10 * step)
+        found: dict[str, settle.UsageSinceRaise] = {}
+        for container in query.containers:
+            seen = settle.usage_since(
+                series.get(container, ()), start=float(round(start.timestamp())), end=float(round(query.now.timestamp())),
+                step=step.total_seconds(), max_gap=max_gap, source=f"Prometheus, step {_seconds(step)}",
+            )
+            if seen.peak is not None:
+                found[container] = seen
+        if not found:
+            return SinceRaise(
+                outcome=Outcome.NO_DATA,
+                message=f"Prometheus at {self.url} has no {WORKING_SET} for {', '.join(query.containers)} of pods "
+                        f"{pod_pattern(query.workload_kind, query.workload_name)} in {query.namespace} over the {since} "
+                        "since the raise",
+            )
+        notes = [f"{c}: peak {quantity.humanize(u.peak or 0)}, {math.floor(u.coverage * 100)}% covered"
+                 f"{', growing' if u.growing else ''}" for c, u in found.items()]
+        return SinceRaise(outcome=Outcome.USED, usage=found,
+                          message=f"usage over the {since} since the raise from Prometheus: " + "; ".join(notes))
 
     def node_usage(self, query: NodeQuery) -> NodeUsage:
         if not query.pods:
