@@ -17,7 +17,20 @@ from oomtuner.api import core, recommendation
 from oomtuner.domain import child_kills, classify
 from oomtuner.kube import api, owners, store
 from oomtuner.prom import usage as prom_usage
-from oomtuner.services import announcer, caps, culprits, held, intake, nodes, patcher, policies, recommendations, recompute, recorder
+from oomtuner.services import (
+    announcer,
+    caps,
+    culprits,
+    held,
+    intake,
+    nodes,
+    patcher,
+    policies,
+    recommendations,
+    recompute,
+    recorder,
+    settler,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +64,8 @@ class App:
                                        workloads=workloads, announcer=self.announcer, clock=clock)
         self.held = held.HeldPatches(client=client, policies=self.policies, patcher=self.patcher,
                                      recommendations=self.recommendations, clock=clock)
+        self.settler = settler.Settler(client, usage=source, policies=self.policies, recommendations=self.recommendations,
+                                       patcher=self.patcher, held=self.held, announcer=self.announcer, clock=clock)
         self.recorder = recorder.Recorder(client, policies=self.policies, recommendations=self.recommendations,
                                           recompute=self.recompute, culprits=self.culprits, patcher=self.patcher,
                                           held=self.held, announcer=self.announcer, workloads=workloads, clock=clock)
@@ -102,6 +117,7 @@ class App:
             logger.warning("ignoring unreadable OOMRecommendation: %s", exc)
             return False
         self.held.hold(rec)
+        self.settler.track(rec)
         if not rec.spec.approved or rec.status.appliedGeneration == rec.metadata.generation:
             return False
         if not rec.status.containers:
@@ -134,6 +150,7 @@ class App:
         recs = [rec for namespace in namespaces for rec in store.list_recommendations(self.client, namespace=namespace)]
         for rec in recs:
             self.held.hold(rec)
+            self.settler.track(rec)
         owed = len(self.held.scheduled())
         return (f"read {policies_read} valid OOMPolicies, {nodes_read} Nodes and {len(recs)} OOMRecommendations "
                 f"({owed} with a patch owed)")
@@ -143,9 +160,11 @@ class App:
         return self.held.apply_due()
 
     def tick(self) -> None:
-        """The background task's round: kills whose write failed, then the patches that are due."""
+        """The background task's round: kills whose write failed, the patches that are due, then the
+        raises that may be settled."""
         self.intake.retry()
         self.held.apply_due()
+        self.settler.due()
 
     def flush(self, timeout: float) -> bool:
         """Post the events still queued (at shutdown)."""

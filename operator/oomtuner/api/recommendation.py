@@ -57,6 +57,10 @@ class ContainerStatus(pydantic.BaseModel):
     lastOOMAt: str | None = None
     reason: str = ""
     cappedBy: str | None = None
+    settled: bool = pydantic.Field(
+        default=False,
+        description="The recommended memory settles a raise of the operator's own: lower than what it raised it to.",
+    )
 
 
 class Culprit(pydantic.BaseModel):
@@ -147,6 +151,21 @@ class Applied(pydantic.BaseModel):
     )
     applied: Resources = pydantic.Field(default_factory=Resources, description="What the operator applied last.")
     at: str | None = pydantic.Field(default=None, description="When it applied it.")
+    raisedAt: str | None = pydantic.Field(default=None, description="When the operator last raised it.")
+    settledAt: str | None = pydantic.Field(default=None, description="When the operator last settled a raise.")
+
+
+class Change(pydantic.BaseModel):
+    """One change the operator made to a container's memory: a raise after kills, or a settle."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    at: str
+    container: str
+    kind: str = pydantic.Field(description="Raise or Settle.")
+    before: Resources = pydantic.Field(default_factory=Resources)
+    after: Resources = pydantic.Field(default_factory=Resources)
+    trigger: str = pydantic.Field(default="", description="auto, approval, settle …")
 
 
 class OOMRecommendationStatus(pydantic.BaseModel):
@@ -166,6 +185,9 @@ class OOMRecommendationStatus(pydantic.BaseModel):
     )
     applied: list[Applied] = pydantic.Field(
         default_factory=list, description="Per container, the memory the operator set and what it replaced."
+    )
+    changes: list[Change] = pydantic.Field(
+        default_factory=list, description="The operator's changes to the workload's memory, newest last (the last 20)."
     )
     nextAttemptAt: str | None = pydantic.Field(
         default=None, description="When a patch that failed for a passing reason is tried again."

@@ -43,9 +43,9 @@ def retry_after(attempts: int) -> datetime.timedelta:
 
 
 def raises_memory(containers: Sequence[recommendation.ContainerStatus]) -> bool:
-    """Whether any container's recommended request or limit is above its current one.
-
-    Only a higher value is a raise to apply; an unreadable one counts as no change.
+    """Whether any container's recommended request or limit is one to apply: above its current one,
+    or, where the recommendation settles a raise of the operator's own (`settled`), different from it.
+    An unreadable value counts as no change.
     """
     for c in containers:
         recommended, current = c.recommended.model_dump(), c.current.model_dump()
@@ -55,6 +55,8 @@ def raises_memory(containers: Sequence[recommendation.ContainerStatus]) -> bool:
                 continue
             have = resources.bytes_of(current, field)
             if (have is None and current[field] is None) or (have is not None and have < wanted):
+                return True
+            if c.settled and have is not None and have != wanted:
                 return True
     return False
 

@@ -74,8 +74,9 @@ def memory_changes(
     recommended: Sequence[recommendation.ContainerStatus], current: Sequence[recommend.ContainerResources]
 ) -> list[MemoryChange]:
     """What a patch must change for the workload's containers (`current`, as the template has them
-    now) to get the recommended memory: a value only where the recommendation is higher (a container
-    the template no longer has is skipped)."""
+    now) to get the recommended memory: a value only where the recommendation is higher, or, for a
+    container whose recommendation settles the operator's own raise (`settled`), where it differs. A
+    container the template no longer has is skipped."""
     now = {c.name: c for c in current}
     changes = []
     for c in recommended:
@@ -84,8 +85,12 @@ def memory_changes(
             continue
         want_request = resources.bytes_of(c.recommended.model_dump(), "request")
         want_limit = resources.bytes_of(c.recommended.model_dump(), "limit")
-        request = want_request if want_request is not None and (have.request or 0) < want_request else None
-        limit = want_limit if want_limit is not None and (have.limit is None or have.limit < want_limit) else None
+        if c.settled:
+            request = want_request if want_request is not None and have.request != want_request else None
+            limit = want_limit if want_limit is not None and have.limit != want_limit else None
+        else:
+            request = want_request if want_request is not None and (have.request or 0) < want_request else None
+            limit = want_limit if want_limit is not None and (have.limit is None or have.limit < want_limit) else None
         if request is not None or limit is not None:
             changes.append(MemoryChange(container=c.name, type=c.type, request=request, limit=limit))
     return changes

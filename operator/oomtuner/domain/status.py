@@ -94,19 +94,33 @@ def forget_overridden(status: recommendation.OOMRecommendationStatus,
     return dropped
 
 
+CHANGES_KEPT = 20
+
+
 def record_applied(status: recommendation.OOMRecommendationStatus, *, before: Sequence[recommend.ContainerResources],
-                   stamp: str) -> None:
-    """After a patch: each container's recommended memory is what the operator applied; what the
-    template had before the operator first changed it is kept as `original`."""
+                   stamp: str, trigger: str) -> None:
+    """After a patch: each container's recommended memory is what the operator applied (a raise, or
+    a settle of an earlier raise); what the template had before the operator first changed it is kept
+    as `original`, and each change joins the ledger of changes (`status.changes`)."""
     had = {c.name: c for c in before}
     for c in status.containers:
+        old = had.get(c.name)
         entry = applied_for(status, c.name)
         if entry is None:
-            old = had.get(c.name)
             entry = recommendation.Applied(name=c.name, original=resources_of(old.request, old.limit) if old else recommendation.Resources())
             status.applied.append(entry)
+        was = resources_of(old.request, old.limit) if old else recommendation.Resources()
+        if was != c.recommended:
+            status.changes.append(recommendation.Change(at=stamp, container=c.name, kind="Settle" if c.settled else "Raise",
+                                                        before=was, after=c.recommended.model_copy(), trigger=trigger))
         entry.applied = c.recommended.model_copy()
         entry.at = stamp
+        if c.settled:
+            entry.settledAt = stamp
+        elif was != c.recommended:
+            entry.raisedAt = stamp
+        c.settled = False
+    status.changes = status.changes[-CHANGES_KEPT:]
 
 
 def recompute(

@@ -27,6 +27,7 @@ class Reason(str, enum.Enum):
     OOM_KILL_DETECTED = "OOMKillDetected"
     RECOMMENDATION_UPDATED = "RecommendationUpdated"
     RESOURCES_PATCHED = "ResourcesPatched"
+    RESOURCES_SETTLED = "ResourcesSettled"
     PATCH_FAILED = "PatchFailed"
     PATCH_CONFLICT = "PatchConflict"
     RECOMMENDATION_CAPPED = "RecommendationCapped"

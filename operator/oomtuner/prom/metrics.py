@@ -28,6 +28,11 @@ DETECTION_LATENCY = prometheus_client.Histogram(
     "From a kill's finishedAt (or when its status was seen) to the recommendation being written.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+SETTLES = prometheus_client.Counter(
+    "oomtuner_settles_total",
+    "Raises of the operator's own it recommended to settle (lower), once usage since the raise was known.",
+    ["namespace", "workload", "container"],
+)
 RECONCILE_ERRORS = prometheus_client.Counter(
     "oomtuner_reconcile_errors_total",
     "Handler runs that failed, by what was handled.",

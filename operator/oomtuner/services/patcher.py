@@ -40,6 +40,7 @@ class Trigger(str, enum.Enum):
     AUTO = "auto"
     AFTER_COOLDOWN = "auto, after the cooldown"
     RETRY = "auto, tried again"
+    SETTLE = "auto, settling a raise"
     APPROVAL = "approval"
 
 
@@ -100,7 +101,8 @@ class Patcher:
         before = target.containers()
         changes = patch.memory_changes(rec.status.containers, before)
         if not changes:
-            self._nothing_to_change(rec, target=target, approval=approval, stamp=timestamps.format(now), before=before)
+            self._nothing_to_change(rec, target=target, approval=approval, stamp=timestamps.format(now), before=before,
+                                    trigger=trigger)
             return None
         outcome = patching.apply_memory(
             self._client,
@@ -119,33 +121,37 @@ class Patcher:
             logger.warning("%s %s/%s: patch attempt %d failed, tried again at %s: %s", target.kind, target.namespace,
                            target.name, attempts, timestamps.format(due), outcome.message)
             return HeldBack(due=due)
+        settling = {c.name for c in rec.status.containers if c.settled}
         resize_errors: list[str] = []
         if outcome.result == patching.Result.APPLIED:
             self._workloads.forget(target)
             if chosen is not None and chosen.spec.applyMethod in (types.ApplyMethod.IN_PLACE,
                                                                   types.ApplyMethod.IN_PLACE_AND_ROLLOUT):
-                resize_errors = self._resize_running(target, changes)
+                # Raises go to the running pods at once; a settle lowers memory through the rollout only.
+                resize_errors = self._resize_running(target, [c for c in changes if c.container not in settling])
             message = outcome.message + (f"; in-place resize failed: {'; '.join(resize_errors)}" if resize_errors else "")
-            mutation = _applied_mutation(message, approval=approval, stamp=stamp, before=before)
+            mutation = _applied_mutation(message, approval=approval, stamp=stamp, trigger=trigger.value, before=before)
         else:
             mutation = _refused_mutation(outcome, approval=approval, stamp=stamp)
         rec, _ = self._recommendations.write_status(rec, mutation)
         self._announcer.phase(rec)
         message = f"{outcome.message} ({trigger.value}): {patch.describe(changes)}"
         logger.info("%s %s/%s: %s", target.kind, target.namespace, target.name, message)
-        self._announcer.post(involved=announcer_mod.involved_workload(target), reason=_EVENTS[outcome.result],
-                             message=message)
+        reason = _EVENTS[outcome.result]
+        if outcome.result == patching.Result.APPLIED and {ch.container for ch in changes} <= settling:
+            reason = events.Reason.RESOURCES_SETTLED
+        self._announcer.post(involved=announcer_mod.involved_workload(target), reason=reason, message=message)
         return None
 
     def _nothing_to_change(self, rec: recommendation.OOMRecommendation, *, target: workload.Workload, approval: bool,
-                           stamp: str, before: list[recommend.ContainerResources]) -> None:
+                           stamp: str, before: list[recommend.ContainerResources], trigger: Trigger) -> None:
         owed = status.condition(rec.status, "Applied")
         if owed is not None and owed.reason in (held.PENDING, held.RETRYING) and held.raises_memory(rec.status.containers):
             # An earlier attempt went through and its outcome was never written (a crash, a timeout
             # on the answer): the template has the memory. Record it as applied.
             self._recommendations.write_status(rec, _applied_mutation(
                 f"{target.display} already has the recommended memory (an earlier attempt went through)",
-                approval=approval, stamp=stamp, before=before))
+                approval=approval, stamp=stamp, trigger=trigger.value, before=before))
             return
         self.note(rec, reason="UpToDate", message=f"{target.display} already has the recommended memory",
                   approval=approval, ok=True)
@@ -153,6 +159,8 @@ class Patcher:
     def _resize_running(self, target: workload.Workload, changes: list[patch.MemoryChange]) -> list[str]:
         """Raise the memory of the workload's running pods in place: only pods it owns (through its
         ReplicaSets or Jobs), never another workload's pods whose labels happen to match."""
+        if not changes:
+            return []
         errors = []
         for pod in owners.owned_running_pods(self._client, target):
             error = patching.resize_pod(self._client, namespace=target.namespace, pod=pod.metadata.name, changes=changes)
@@ -177,13 +185,13 @@ def _refusal(rec: recommendation.OOMRecommendation, *, target: workload.Workload
     return None
 
 
-def _applied_mutation(message: str, *, approval: bool, stamp: str,
+def _applied_mutation(message: str, *, approval: bool, stamp: str, trigger: str,
                       before: list[recommend.ContainerResources]) -> store.Mutation[None]:
     def mutate(obj: recommendation.OOMRecommendation) -> store.Edit[None]:
         st = obj.status
         if approval:
             st.appliedGeneration = obj.metadata.generation
-        status.record_applied(st, before=before, stamp=stamp)
+        status.record_applied(st, before=before, stamp=stamp, trigger=trigger)
         st.phase = types.Phase.APPLIED
         st.appliedAt = stamp
         st.patch = None
