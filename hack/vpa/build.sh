@@ -8,18 +8,21 @@
 # also pins go.sum. go install would refuse the module if it had replace lines, so we
 # build from the wrapper like hack/lab/build.sh does (v1.8.1 itself has no replace lines).
 #
-# Usage: build.sh [--force] [--print-dir]
-# Idempotent: skipped when the stamp matches (version, Go version, ldflags).
+# Usage: build.sh [--force] [--print-dir] [--crds-only]
+# Idempotent: skipped when the stamp matches (version, Go version, ldflags). --crds-only downloads
+# the module (a few MB from the Go module proxy) and copies the CRDs, without building anything.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MOD=k8s.io/autoscaler/vertical-pod-autoscaler
 force=0
 print_dir=0
+crds_only=0
 for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
     --print-dir) print_dir=1 ;;
+    --crds-only) crds_only=1 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
@@ -41,6 +44,7 @@ want="recommender $VERSION $GOVERSION ldflags=$LDFLAGS"
 
 srcdir="$(cd "$HERE" && go list -m -f '{{.Dir}}' "$MOD")"
 install -m 0644 "$srcdir/deploy/vpa-v1-crd-gen.yaml" "$DIR/share/vpa-v1-crd-gen.yaml"
+if [[ $crds_only == 1 ]]; then echo "--> vpa $VERSION: CRDs in $DIR/share"; exit 0; fi
 
 if [[ $force == 0 && -x "$DIR/bin/recommender" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "--> vpa recommender $VERSION: cached in $DIR/bin"

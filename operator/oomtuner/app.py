@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any, Callable, Mapping
 
 from oomtuner import config
@@ -45,7 +46,8 @@ def utcnow() -> datetime.datetime:
 
 class App:
     def __init__(self, *, client: api.Client, settings: config.Settings,
-                 clock: Callable[[], datetime.datetime] = utcnow, usage: prom_usage.Source | None = None):
+                 clock: Callable[[], datetime.datetime] = utcnow, usage: prom_usage.Source | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.client = client
         self.settings = settings
         self.clock = clock
@@ -68,9 +70,11 @@ class App:
                                        patcher=self.patcher, held=self.held, announcer=self.announcer, clock=clock)
         self.recorder = recorder.Recorder(client, policies=self.policies, recommendations=self.recommendations,
                                           recompute=self.recompute, culprits=self.culprits, patcher=self.patcher,
-                                          held=self.held, announcer=self.announcer, workloads=workloads, clock=clock)
+                                          held=self.held, announcer=self.announcer, workloads=workloads, clock=clock,
+                                          monotonic=monotonic)
         self.intake = intake.Intake(client, nodes=self.nodes, recorder=self.recorder,
-                                    recommendations=self.recommendations, workloads=workloads, chains=owners.Chains())
+                                    recommendations=self.recommendations, workloads=workloads, chains=owners.Chains(),
+                                    monotonic=monotonic)
 
     # ---- entry points of the watches ------------------------------------------------------------
 

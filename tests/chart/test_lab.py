@@ -291,10 +291,13 @@ OPERATOR_ACCESS = [
     ("update", "oomtuner.dev", "oomrecommendations", "status", True),
     ("patch", "oomtuner.dev", "oompolicies", "status", True),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", None, True),
+    ("list", "autoscaling", "horizontalpodautoscalers", None, True),
+    ("patch", "autoscaling.k8s.io", "verticalpodautoscalers", None, True),
     # Not allowed: anything else.
     ("get", "", "secrets", None, False), ("list", "", "configmaps", None, False),
     ("patch", "", "pods", None, False), ("update", "", "pods", "status", False), ("delete", "", "pods", None, False),
     ("patch", "", "pods", "resize", False), ("create", "", "pods", "eviction", False),
+    ("patch", "autoscaling", "horizontalpodautoscalers", None, False),
     ("update", "apps", "deployments", None, False), ("delete", "apps", "deployments", None, False),
     ("create", "apps", "deployments", None, False), ("patch", "apps", "deployments", "scale", False),
     ("patch", "batch", "jobs", None, False), ("patch", "", "nodes", None, False),

@@ -290,6 +290,8 @@ EXPECTED_NAMESPACED = (
     | {("apps", res, v) for res in ("deployments", "statefulsets", "daemonsets", "replicasets") for v in (*READ, "patch")}
     | {("batch", "jobs", v) for v in READ}
     | {("batch", "cronjobs", v) for v in (*READ, "patch")}
+    | {("autoscaling", "horizontalpodautoscalers", v) for v in ("get", "list")}
+    | {("autoscaling.k8s.io", "verticalpodautoscalers", v) for v in ("get", "list", "patch")}
     | {("oomtuner.dev", res, v) for res in ("oompolicies", "oomrecommendations")
        for v in (*READ, "create", "update", "patch", "delete")}
     | {("oomtuner.dev", f"{res}/status", v) for res in ("oompolicies", "oomrecommendations") for v in ("get", "update", "patch")}

@@ -15,8 +15,8 @@ import json
 import pathlib
 
 import pytest
-
 from bench import promsim, quality, traces, vpasim
+
 from oomtuner.api import policy
 
 MI = 1024 * 1024

@@ -18,6 +18,7 @@ from oomtuner import app as app_mod
 from oomtuner import config
 from oomtuner.api import recommendation
 from oomtuner.kube import api
+from oomtuner.services import intake
 from tests.fakes import FakeApi
 
 UTC = datetime.timezone.utc
@@ -66,8 +67,17 @@ def _killed_pod(at: datetime.datetime, *, limit: str = "256Mi") -> dict[str, Any
                                              "finishedAt": at.isoformat(), "containerID": "containerd://abc"}}}]}}
 
 
-def _app(client: FakeApi, clock: Clock) -> app_mod.App:
-    app = app_mod.App(client=client, settings=config.Settings(), clock=clock)  # type: ignore[arg-type]
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _app(client: FakeApi, clock: Clock, monotonic: Monotonic | None = None) -> app_mod.App:
+    app = app_mod.App(client=client, settings=config.Settings(), clock=clock,  # type: ignore[arg-type]
+                      monotonic=monotonic or Monotonic())
     app.announcer.poster.submit = lambda body: None  # type: ignore[method-assign]
     app.prime()
     return app
@@ -83,8 +93,8 @@ def _applied(client: FakeApi) -> Any:
 
 
 def test_a_passing_failure_is_retried_with_back_off_until_the_patch_goes_through() -> None:
-    client, clock = _cluster(), Clock()
-    app = _app(client, clock)
+    client, clock, monotonic = _cluster(), Clock(), Monotonic()
+    app = _app(client, clock, monotonic)
     unavailable = api.ApiError(status=503, reason="Service Unavailable", body=None, method="PATCH", path=DEPLOYMENT)
     client.fail[DEPLOYMENT] = lambda method, path: unavailable if method == "PATCH" else None
     assert app.on_pod(_killed_pod(T0)) == 1
@@ -177,3 +187,33 @@ def test_a_kill_stamped_an_hour_off_is_counted_once(skew: int) -> None:
     assert app.on_pod(_killed_pod(stamped)) == 1
     assert _app(client, clock).on_pod(_killed_pod(stamped)) == 0
     assert recommendation.parse(client.body(REC)).status.totalKills == 1
+
+
+def test_a_kill_whose_write_fails_for_a_passing_reason_is_written_again_without_a_new_event() -> None:
+    """The API server is out of reach when the kill comes: the pod may never send another event, so
+    the operator writes it again by itself."""
+    client, clock, monotonic = _cluster(), Clock(), Monotonic()
+    app = _app(client, clock, monotonic)
+    unavailable = api.ApiError(status=503, reason="Service Unavailable", body=None, method="POST", path=REC)
+    client.fail["/apis/oomtuner.dev/v1alpha1/namespaces/shop/oomrecommendations"] = unavailable
+    with pytest.raises(api.ApiError):
+        app.on_pod(_killed_pod(T0))
+    assert app.intake.waiting() == 1
+    del client.fail["/apis/oomtuner.dev/v1alpha1/namespaces/shop/oomrecommendations"]
+    app.tick()
+    assert app.intake.waiting() == 1  # not yet: the wait is not over
+    monotonic.now += intake.RETRY_AFTER
+    app.tick()
+    assert app.intake.waiting() == 0
+    assert recommendation.parse(client.body(REC)).status.totalKills == 1
+
+
+def test_a_kill_refused_for_good_is_not_retried() -> None:
+    client, clock = _cluster(), Clock()
+    app = _app(client, clock)
+    terminating = api.ApiError(status=403, reason="Forbidden", body={"message": "namespace shop is being terminated"},
+                               method="POST", path=REC)
+    client.fail["/apis/oomtuner.dev/v1alpha1/namespaces/shop/oomrecommendations"] = terminating
+    with pytest.raises(api.ApiError):
+        app.on_pod(_killed_pod(T0))
+    assert app.intake.waiting() == 0

@@ -14,9 +14,9 @@ import math
 import random
 
 import pytest
-
 from bench import quality
 from bench import traces as bench_traces
+
 from oomtuner.api import policy
 from oomtuner.domain import recommend, usage
 

@@ -125,6 +125,11 @@ class OOMPolicySpec(pydantic.BaseModel):
         default=types.ApplyMethod.ROLLOUT,
         description="In Auto mode: Rollout patches the pod template; InPlace also resizes running pods.",
     )
+    vpa: types.VPAPolicy = pydantic.Field(
+        default=types.VPAPolicy.CONFLICT,
+        description="When a VerticalPodAutoscaler (updateMode not Off) also sizes the workload: Conflict patches "
+        "nothing and says so; RaiseMinAllowed raises the VPA's minAllowed.memory for the container instead.",
+    )
     memory: MemorySettings = pydantic.Field(default_factory=MemorySettings)
     cooldown: types.Duration = pydantic.Field(
         default="10m", description="The least time between two patches of one workload."

@@ -60,6 +60,13 @@ class Mode(str, enum.Enum):
     AUTO = "Auto"
 
 
+class VPAPolicy(str, enum.Enum):
+    """What Auto mode does for a workload that a VerticalPodAutoscaler (not Off) also sizes."""
+
+    CONFLICT = "Conflict"
+    RAISE_MIN_ALLOWED = "RaiseMinAllowed"
+
+
 class ApplyMethod(str, enum.Enum):
     """How Auto mode gets the new memory to the pods."""
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import kubernetes
 import prometheus_client
+import urllib3
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -54,6 +55,15 @@ class ApiError(Exception):
 
 class NotFound(ApiError):
     pass
+
+
+def passing(error: BaseException) -> bool:
+    """Whether a failed request is worth trying again later: throttling (429), a server error (5xx),
+    a conflict (409: the object changed meanwhile), or no answer at all (a timeout, a refused or
+    broken connection)."""
+    if isinstance(error, ApiError):
+        return error.status in (0, 409, 429) or error.status >= 500
+    return isinstance(error, (OSError, urllib3.exceptions.HTTPError))
 
 
 class Conflict(ApiError):

@@ -37,11 +37,9 @@ class Result(str, enum.Enum):
 
 
 def passing(error: BaseException) -> bool:
-    """Whether a failed request is worth trying again later: throttling (429), a server error (5xx),
-    or no answer at all (a timeout, a refused or broken connection)."""
-    if isinstance(error, api.ApiError):
-        return error.status == 429 or error.status >= 500 or error.status == 0
-    return isinstance(error, (OSError, urllib3.exceptions.HTTPError))
+    """Whether a failed patch is worth trying again later (`api.passing`; a 409 on an apply is a
+    conflict with another manager, sorted before this is asked)."""
+    return api.passing(error)
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,12 @@ def declared_by_apply(manager: str, managed_fields: Sequence[Any]) -> bool:
     )
 
 
+def body_yaml(target: workload.Workload, changes: Sequence[patch.MemoryChange]) -> str:
+    """The server-side apply body of these changes as YAML: what `status.patch` offers."""
+    return patch.to_yaml(patch.apply_body(api_version=target.api_version, kind=target.kind, name=target.name,
+                                          namespace=target.namespace, changes=changes))
+
+
 def apply_memory(
     client: api.Client,
     *,
@@ -82,7 +86,7 @@ def apply_memory(
     body = patch.apply_body(
         api_version=target.api_version, kind=target.kind, name=target.name, namespace=target.namespace, changes=changes
     )
-    text = patch.to_yaml(body)
+    text = body_yaml(target, changes)
     path = owners.path_of(kind=target.kind, namespace=target.namespace, name=target.name)
     try:
         return _dry_run_then_apply(client, target=target, path=path, body=body, text=text,

@@ -130,12 +130,17 @@ class Intake:
                     with self._recommendations.hold(key):
                         target = self._workloads.of_pod(pod_body, kind=kind, name=name)
                         recorded += self._recorder.record(target, batch)
-                except Exception as exc:  # kept for `retry`; the first error is raised
+                except Exception as exc:  # a passing failure is kept for `retry`; the first error is raised
                     with self._lock:
-                        queue = self._pending[key]
-                        for k in batch:
-                            queue.setdefault(k.identity, k)
-                        self._retry_at[key] = self._monotonic() + RETRY_AFTER
+                        if api.passing(exc):
+                            queue = self._pending[key]
+                            for k in batch:
+                                queue.setdefault(k.identity, k)
+                            self._retry_at[key] = self._monotonic() + RETRY_AFTER
+                        else:  # refused for good (the namespace is going, RBAC): the pod's next event brings them back
+                            self._pending.pop(key, None)
+                            self._sources.pop(key, None)
+                            self._retry_at.pop(key, None)
                         self._writing.discard(key)
                         handed_over = True
                     failure = exc

@@ -18,8 +18,10 @@ from typing import Callable
 
 from oomtuner import config
 from oomtuner.api import policy, recommendation, types
+from oomtuner.domain import autoscalers as domain_autoscalers
 from oomtuner.domain import duration, held, patch, recommend, selection, status, timestamps, workload
 from oomtuner.kube import api, events, owners, patching, store
+from oomtuner.kube import autoscalers as kube_autoscalers
 from oomtuner.prom import metrics
 from oomtuner.services import announcer as announcer_mod
 from oomtuner.services import recommendations as recommendations_mod
@@ -54,7 +56,8 @@ class HeldBack:
 class Patcher:
     def __init__(self, client: api.Client, *, settings: config.Settings,
                  recommendations: recommendations_mod.Recommendations, workloads: owners.Workloads,
-                 announcer: announcer_mod.Announcer, clock: Callable[[], datetime.datetime]):
+                 announcer: announcer_mod.Announcer, clock: Callable[[], datetime.datetime],
+                 autoscalers: kube_autoscalers.Autoscalers | None = None):
         self._client = client
         self._settings = settings
         self._recommendations = recommendations
@@ -62,6 +65,7 @@ class Patcher:
         self._announcer = announcer
         self._clock = clock
         self._default_cooldown = duration.parse(settings.cooldown)
+        self._autoscalers = autoscalers or kube_autoscalers.Autoscalers(client)
 
     def cooldown(self, chosen: policy.OOMPolicy | None) -> datetime.timedelta:
         return duration.parse(chosen.spec.cooldown) if chosen else self._default_cooldown
@@ -104,6 +108,11 @@ class Patcher:
             self._nothing_to_change(rec, target=target, approval=approval, stamp=timestamps.format(now), before=before,
                                     trigger=trigger)
             return None
+        found = domain_autoscalers.sizing(target, vpas=self._autoscalers.vpas(target.namespace),
+                                          hpas=self._autoscalers.hpas(target.namespace))
+        if found:
+            return self._autoscaled(rec, target=target, chosen=chosen, found=found, changes=changes,
+                                    approval=approval, trigger=trigger)
         outcome = patching.apply_memory(
             self._client,
             target=target,
@@ -141,6 +150,46 @@ class Patcher:
         if outcome.result == patching.Result.APPLIED and {ch.container for ch in changes} <= settling:
             reason = events.Reason.RESOURCES_SETTLED
         self._announcer.post(involved=announcer_mod.involved_workload(target), reason=reason, message=message)
+        return None
+
+    def _autoscaled(self, rec: recommendation.OOMRecommendation, *, target: workload.Workload,
+                    chosen: policy.OOMPolicy | None, found: list[domain_autoscalers.Found],
+                    changes: list[patch.MemoryChange], approval: bool, trigger: Trigger) -> HeldBack | None:
+        """Another autoscaler sizes the workload: raise a VPA's minAllowed when the policy says so,
+        else patch nothing and say who sizes it (phase Conflict)."""
+        now = self._clock()
+        stamp = timestamps.format(now)
+        vpas = [f.vpa for f in found if f.vpa is not None]
+        raise_floor = chosen is not None and chosen.spec.vpa == types.VPAPolicy.RAISE_MIN_ALLOWED
+        if not raise_floor or len(vpas) != len(found):
+            outcome = patching.Outcome(patching.Result.CONFLICT, domain_autoscalers.describe(found, target),
+                                       patching.body_yaml(target, changes))
+            self._recommendations.write_status(rec, _refused_mutation(outcome, approval=approval, stamp=stamp,
+                                                                      reason="AutoscalerConflict"))
+            self._announcer.post(involved=announcer_mod.involved_workload(target), reason=events.Reason.PATCH_CONFLICT,
+                                 message=outcome.message)
+            return None
+        said = []
+        for vpa in vpas:
+            policies = domain_autoscalers.min_allowed_policies(vpa, changes)
+            if policies is None:
+                continue
+            try:
+                self._autoscalers.raise_min_allowed(vpa, policies)
+            except Exception as exc:  # noqa: BLE001 - sorted as a patch failure is
+                if not (isinstance(exc, api.Conflict) or patching.passing(exc)):
+                    raise
+                attempts = (rec.status.attempts or 0) + 1
+                due = now + held.retry_after(attempts)
+                retry = patching.Outcome(patching.Result.RETRY, f"raising the minAllowed of VPA {vpa.metadata.name}: {exc}", "")
+                self._recommendations.write_status(rec, _retry_mutation(retry, attempts=attempts, due=due, stamp=stamp,
+                                                                        approval=approval))
+                return HeldBack(due=due)
+            said.append(f"raised the minAllowed.memory of VerticalPodAutoscaler {vpa.metadata.name} ({patch.describe(changes)})")
+        message = "; ".join(said) or "the VerticalPodAutoscaler's minAllowed already covers the recommendation"
+        self._recommendations.write_status(rec, _vpa_mutation(message, approval=approval, stamp=stamp))
+        self._announcer.post(involved=announcer_mod.involved_workload(target), reason=events.Reason.RESOURCES_PATCHED,
+                             message=f"{message} ({trigger.value})")
         return None
 
     def _nothing_to_change(self, rec: recommendation.OOMRecommendation, *, target: workload.Workload, approval: bool,
@@ -222,19 +271,36 @@ def _retry_mutation(outcome: patching.Outcome, *, attempts: int, due: datetime.d
     return mutate
 
 
-def _refused_mutation(outcome: patching.Outcome, *, approval: bool, stamp: str) -> store.Mutation[None]:
+def _vpa_mutation(message: str, *, approval: bool, stamp: str) -> store.Mutation[None]:
     def mutate(obj: recommendation.OOMRecommendation) -> store.Edit[None]:
         st = obj.status
         if approval:
             st.appliedGeneration = obj.metadata.generation
-        st.patch = outcome.patch_yaml
+        st.phase = types.Phase.APPLIED
+        st.appliedAt = stamp
+        st.patch = None
+        st.attempts, st.nextAttemptAt = None, None
+        status.set_condition(st, types.Condition(type="Applied", status="True", reason="VPAMinAllowedRaised",
+                                                 message=message, lastTransitionTime=stamp))
+        return store.Edit(obj, None)
+
+    return mutate
+
+
+def _refused_mutation(outcome: patching.Outcome, *, approval: bool, stamp: str,
+                      reason: str | None = None) -> store.Mutation[None]:
+    def mutate(obj: recommendation.OOMRecommendation) -> store.Edit[None]:
+        st = obj.status
+        if approval:
+            st.appliedGeneration = obj.metadata.generation
+        st.patch = outcome.patch_yaml or st.patch
         st.attempts, st.nextAttemptAt = None, None
         if outcome.result == patching.Result.CONFLICT:
             st.phase = types.Phase.CONFLICT
-            reason = "Conflict"
+            why = reason or "Conflict"
         else:
-            reason = "Rejected"
-        status.set_condition(st, types.Condition(type="Applied", status="False", reason=reason,
+            why = reason or "Rejected"
+        status.set_condition(st, types.Condition(type="Applied", status="False", reason=why,
                                                  message=outcome.message, lastTransitionTime=stamp))
         return store.Edit(obj, None)
 
