@@ -1,8 +1,8 @@
 """Field types shared by the custom resources.
 
-A Kubernetes quantity is accepted in every form the API server takes (`512Mi`, `1G`, `1.5e9`,
-`536870912`), so the CRD declares it as int-or-string with the API server's own pattern, and the
-models keep the original text. Parsing into bytes is domain work (`domain.quantity`), which is where
+A Kubernetes quantity is accepted in the forms people write (`512Mi`, `1G`, `1.5e9`, `536870912`),
+so the CRD declares it as int-or-string with a pattern (`QUANTITY_PATTERN`), and the models keep the
+original text. Parsing into bytes is domain work (`domain.quantity`), which is where
 bad values get a readable error for objects that slipped past the schema.
 """
 
@@ -13,11 +13,30 @@ from typing import Annotated, Any
 
 import pydantic
 
-# The regular expression the API server's OpenAPI uses for resource.Quantity, without the sign: a
-# negative amount of memory is never meaningful here.
+
+def _number(whole_digits: str) -> str:
+    """Digits with an optional fraction of at most 9 digits (a nano unit), or a bare fraction."""
+    return rf"({whole_digits}(\.[0-9]{{0,9}})?|\.[0-9]{{1,9}})"
+
+
+# The quantities a custom resource of ours may hold: the API server's quantity grammar without a sign,
+# bounded so that every value it admits is a whole number of bytes below 2^63 (int64), because a
+# pattern cannot compare values. So the digits before the point depend on the suffix: 18 without one
+# (or with n, u, m, or a negative exponent), 15 with k or Ki, 12 with M or Mi, 9 with G, Gi or an
+# exponent up to e9, 6 with T or Ti, 3 with P or Pi, one digit up to 8 with E and up to 7 with Ei.
+# `domain.quantity.parse_bytes` accepts every string it matches (a property test says so); anything
+# longer or larger is refused at admission with the pattern in the message.
 QUANTITY_PATTERN = (
-    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    "^("
+    + _number("[0-9]{1,18}") + r"([num]|[eE]-[0-9]{1,2})?"
+    + "|" + _number("[0-9]{1,15}") + "(k|Ki)"
+    + "|" + _number("[0-9]{1,12}") + "(M|Mi)"
+    + "|" + _number("[0-9]{1,9}") + r"(G|Gi|[eE]\+?[0-9])"
+    + "|" + _number("[0-9]{1,6}") + "(T|Ti)"
+    + "|" + _number("[0-9]{1,3}") + "(P|Pi)"
+    + "|" + _number("[0-8]") + "E"
+    + "|" + _number("[0-7]") + "Ei"
+    + ")$"
 )
 
 # Go-style durations with an extra `d` for days: `30s`, `10m`, `1h30m`, `7d`.
