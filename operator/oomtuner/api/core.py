@@ -8,10 +8,12 @@ custom resources:
 - every field is optional with a harmless default, and an explicit `null` counts as absent, because a
   pod that has just been created has no status, a container that never ran has no state, and kwok or a
   test may write a partial status;
-- quantities stay text (`"512Mi"`, or a bare number coerced to text); turning them into bytes is
-  domain work (`domain.quantity`), where a bad value gets a readable error;
-- timestamps become timezone-aware `datetime`s (RFC 3339, "Z" accepted; a naive one is taken as UTC;
-  an empty string counts as absent).
+- quantities stay text (`"512Mi"`, or a bare number coerced to text), trimmed of white space as
+  Quantity.UnmarshalJSON trims it; turning them into bytes is domain work (`domain.quantity`),
+  where a bad value gets a readable error;
+- timestamps become timezone-aware `datetime`s in UTC (RFC 3339, "Z" accepted; a naive one is taken
+  as UTC; an empty string counts as absent; one that falls outside the years 1 to 9999 once in UTC,
+  such as `9999-12-31T23:59:59-23:59`, is refused: Go writes it back as a year no client can read).
 
 Only the fields the operator uses are modelled. `parse_pod`, `parse_node`, `parse_event` and
 `parse_resource_quota` raise `InvalidObject` with one readable line naming the object and the field,
@@ -30,14 +32,23 @@ MEMORY = "memory"
 CPU = "cpu"
 
 
+# What Go's strings.TrimSpace trims (unicode.IsSpace): Quantity.UnmarshalJSON trims a quantity so.
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 def _quantity_text(value: Any) -> Any:
-    """Bare numbers in a resource list are valid quantities (`memory: 1073741824`); keep them as text."""
+    """Bare numbers in a resource list are valid quantities (`memory: 1073741824`); keep them as text.
+    Text is trimmed as the API server trims it; a whole number beyond 4300 digits cannot be one."""
     if isinstance(value, bool):
         raise ValueError("a quantity must be a string like 512Mi or a number, not a boolean")
     if isinstance(value, int):
+        if value.bit_length() > 128:
+            raise ValueError("a quantity this large cannot be held (more than 2^63-1)")
         return str(value)
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return value.strip(_GO_SPACE)
     return value
 
 
@@ -47,20 +58,25 @@ def _timestamp_or_none(value: Any) -> Any:
     return value
 
 
-def _assume_utc(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is not None and value.tzinfo is None:
+def _in_utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=datetime.timezone.utc)
-    return value
+    try:
+        return value.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        raise ValueError("the time falls outside the years 1 to 9999 in UTC") from None
 
 
 # A resource quantity as written in the object, e.g. "512Mi". `domain.quantity.parse_bytes` gives bytes.
 QuantityText = Annotated[str, pydantic.BeforeValidator(_quantity_text)]
 
-# A metav1.Time or metav1.MicroTime: aware datetime, or None when absent, null or "".
+# A metav1.Time or metav1.MicroTime: aware datetime in UTC, or None when absent, null or "".
 Timestamp = Annotated[
     datetime.datetime | None,
     pydantic.BeforeValidator(_timestamp_or_none),
-    pydantic.AfterValidator(_assume_utc),
+    pydantic.AfterValidator(_in_utc),
 ]
 
 ResourceList = dict[str, QuantityText]

@@ -8,6 +8,10 @@ from __future__ import annotations
 from oomtuner.api import policy
 from oomtuner.domain import duration, quantity
 
+# The smallest maxLimit that makes sense: recommendations are whole MiB, so a cap below one MiB would
+# hold every container below anything the operator could recommend.
+MIN_MAX_LIMIT = quantity.MIB
+
 
 def problem(parsed: policy.OOMPolicy) -> str | None:
     """`field: what is wrong` for the first problem found, or None."""
@@ -19,8 +23,11 @@ def problem(parsed: policy.OOMPolicy) -> str | None:
             amount = quantity.parse_bytes(value)
         except quantity.QuantityError as exc:
             return f"{field}: {exc}"
-        if field.endswith("maxLimit") and amount <= 0:
-            return f"{field}: must be more than 0"
+        if amount < 0:
+            return f"{field}: must not be negative, got {value!r}"
+        if field.endswith("maxLimit") and amount < MIN_MAX_LIMIT:
+            return (f"{field}: {value!r} is {amount} byte(s), less than 1Mi: recommendations are whole MiB, "
+                    "so no recommendation could stay under it")
     for field, text in (("spec.cooldown", parsed.spec.cooldown), ("spec.prometheus.lookback", parsed.spec.prometheus.lookback)):
         try:
             duration.parse(text)

@@ -24,11 +24,14 @@ the digits written: linear in the length of the text. Floating point is never us
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 import re
 
 MIB = 1024 * 1024
 INT64_MAX = 2**63 - 1
+# The most memory the operator ever recommends: the largest whole MiB a quantity can hold (8Ei - 1Mi).
+MAX_MEMORY = INT64_MAX // MIB * MIB
 
 _BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -87,7 +90,23 @@ def parse(value: str | int | float) -> decimal.Decimal:
     return _parse_text(value)
 
 
+# The same few quantities ("256Mi", "250m") come back in every pod of a list: short texts are parsed
+# once. Decimals are immutable, so sharing them is safe.
+_CACHED_LENGTH = 32
+
+
 def _parse_text(text: str) -> decimal.Decimal:
+    if len(text) <= _CACHED_LENGTH:
+        return _parse_short(text)
+    return _parse_any(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_short(text: str) -> decimal.Decimal:
+    return _parse_any(text)
+
+
+def _parse_any(text: str) -> decimal.Decimal:
     match = _SCAN.match(text)
     if not text or match is None or match.end() != len(text):
         raise QuantityError(_why_not(text))
@@ -193,6 +212,7 @@ def format_bytes(n: int) -> str:
     return f"{sign}{magnitude}"
 
 
+@functools.lru_cache(maxsize=4096)
 def humanize(n: int) -> str:
     """Write bytes for people: the largest binary unit not above the value, one decimal at most.
 
