@@ -19,7 +19,7 @@ import datetime
 from typing import Any
 
 from oomtuner.api import core
-from oomtuner.domain import classify, kills, qos, quantity, timestamps
+from oomtuner.domain import classify, kills, qos, quantity, redaction, timestamps
 from oomtuner.kube import api, owners
 from oomtuner.prom import usage as prom_usage
 
@@ -118,9 +118,15 @@ def collect(
     return {
         "workloads": result_workloads,
         "nodes": result_nodes,
-        "ranking": ranking(measured, candidates=candidates, prometheus=getattr(source, "url", None),
+        "ranking": ranking(measured, candidates=candidates, prometheus=_shown_url(source),
                            at=at if measured.outcome != prom_usage.Outcome.NOT_CONFIGURED else None),
     }
+
+
+def _shown_url(source: Any) -> str | None:
+    """The usage source's URL as the report shows it: without credentials (None without one)."""
+    url = getattr(source, "url", None)
+    return redaction.url(url) if url else None
 
 
 def ranking(

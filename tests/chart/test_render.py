@@ -417,7 +417,7 @@ def _parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> click.Context:
     from oomtuner import cli
 
     monkeypatch.setenv("NODE_NAME", "node-1")
-    command = cli.main.commands.get(args[0])
+    command = cli.main.get_command(click.Context(cli.main), args[0])
     assert command is not None, f"oomtuner has no command {args[0]!r}"
     try:
         return command.make_context(args[0], list(args[1:]))
