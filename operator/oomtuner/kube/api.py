@@ -110,7 +110,9 @@ class Client:
             )
             data = response.read()
         except kubernetes.client.exceptions.ApiException as exc:
-            raise _error(status=exc.status or 0, reason=exc.reason or "", data=exc.body, method=method, path=path)
+            if not exc.status:  # the kubernetes client's wrapping of a TLS failure
+                raise self._unreachable(_transport_problem(exc, timeout=self.timeout), method=method, path=path) from None
+            raise _error(status=exc.status, reason=exc.reason or "", data=exc.body, method=method, path=path)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unreachable(_transport_problem(exc, timeout=self.timeout), method=method, path=path) from None
         if response.status >= 400:
@@ -141,13 +143,18 @@ class Client:
             return None
 
     def list(self, path: str, *, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """All items of a collection, following `continue` tokens page by page."""
+        """All items of a collection, following `continue` tokens page by page. An answer whose items
+        are not objects raises Unreachable."""
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": 500, **(query or {})}
         while True:
             page = self.get(path, query=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+            found = page.get("items") or []
+            metadata = page.get("metadata") or {}
+            if not isinstance(found, list) or not all(isinstance(i, dict) for i in found) or not isinstance(metadata, dict):
+                raise self._unreachable("an answer that is not a list of objects", method="GET", path=path)
+            items.extend(found)
+            token = metadata.get("continue")
             if not token:
                 return items
             params["continue"] = token
@@ -193,13 +200,13 @@ def _transport_problem(exc: BaseException, *, timeout: float) -> str:
     if not isinstance(cause, BaseException):
         cause = exc
     text = " ".join(str(cause).split())
-    if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in text:
-        return f"no answer within {timeout:g}s"
     for marker, words in (("Connection refused", "connection refused"), ("Name or service not known", "unknown host"),
                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"), ("No route to host", "no route to host"),
                           ("Connection reset", "connection reset"), ("RemoteDisconnected", "the server closed the connection")):
         if marker in text or marker in type(cause).__name__:
             return words
+    if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in text:  # after refused: a subclass of it
+        return f"no answer within {timeout:g}s"
     text = redaction.text(text)
     return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
 

@@ -70,4 +70,5 @@ def _check_file(path: str, *, shown: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__ if type(exc).__name__ != "Error" else f"{type(exc).__module__}.Error"  # binascii.Error
+    return f"{name}: {text}" if text else name
