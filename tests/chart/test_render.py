@@ -380,7 +380,7 @@ def test_agent_daemonset_reads_cgroups_read_only_and_runs_everywhere() -> None:
     state = next(m for m in c["volumeMounts"] if m["name"] == "state")
     assert f"--state-dir={state['mountPath']}" in c["args"] and "emptyDir" in volumes["state"]
     assert c["securityContext"]["privileged"] is False
-    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"}]
     assert env_of(c)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9102}
     assert daemonset["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
@@ -395,7 +395,7 @@ def test_agent_has_its_own_service_account_allowed_only_to_list_pods_and_create_
     assert spec["serviceAccountName"] == "oomtuner-agent"
     assert one(docs, "ServiceAccount", "oomtuner-agent")
     role = one(docs, "ClusterRole", "oomtuner-agent")
-    assert _grants(role["rules"]) == {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")}
+    assert _grants(role["rules"]) == {("", "pods", "list"), ("", "events", "create")}
     binding = one(docs, "ClusterRoleBinding", "oomtuner-agent")
     assert binding["roleRef"]["name"] == "oomtuner-agent"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "oomtuner-agent", "namespace": "oomtuner-system"}]
