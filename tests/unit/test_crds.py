@@ -85,3 +85,24 @@ def test_crd_yaml_parses() -> None:
     for text in crdgen.render().values():
         doc = yaml.safe_load(text)
         assert doc["kind"] == "CustomResourceDefinition"
+
+
+def test_every_string_list_and_map_is_bounded() -> None:
+    """Anyone with `edit` may write these objects: nothing in them may grow without a bound
+    (README, "Size bounds"). A new field needs a maxLength, maxItems or maxProperties."""
+    unbounded = []
+    for name, body in crd.definitions().items():
+        schema = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            if path in (".properties.apiVersion", ".properties.kind", ".properties.metadata") or path.endswith(".anyOf[0]") \
+                    or path.endswith(".anyOf[1]"):
+                continue
+            kind = node.get("type")
+            if (kind == "string" or node.get("x-kubernetes-int-or-string")) and not (
+                    "maxLength" in node or "enum" in node or node.get("format") == "date-time"):
+                unbounded.append(f"{name}{path}: a string without maxLength")
+            if kind == "array" and "maxItems" not in node:
+                unbounded.append(f"{name}{path}: a list without maxItems")
+            if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+                unbounded.append(f"{name}{path}: a map without maxProperties")
+    assert not unbounded, "\n".join(unbounded)

@@ -124,3 +124,33 @@ def test_max_limit_bounds(max_limit: str, problem: str | None) -> None:
 def test_credentials_in_urls_are_redacted(text: str, shown: str) -> None:
     assert redaction.text(text) == shown
     assert "secret" not in redaction.url(text) and "abc" not in redaction.url(text)
+
+
+def _rec(**status: object) -> dict[str, object]:
+    return {"metadata": {"name": "deployment-web", "namespace": "shop"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}, "status": status}
+
+
+@pytest.mark.parametrize(("status", "field"), [
+    ({"kills": [{"id": "a", "pod": "p", "container": "c", "at": "9999-12-31T23:59:59-23:59"}]}, "status.kills[0].at: "),
+    ({"kills": [{"id": "a", "pod": "p", "container": "c", "limitAtKill": "1" + "0" * 5000}]}, "status.kills[0].limitAtKill: invalid quantity"),
+    ({"containers": [{"name": "c", "recommended": {"limit": "8Ei"}}]}, "status.containers[0].recommended.limit: invalid quantity"),
+    ({"appliedAt": "yesterday"}, "status.appliedAt: 'yesterday' is not a time"),
+    ({"kills": [{"id": "a", "pod": "p", "container": "c", "culprit": {"usage": "-1Gi", "reason": "r"}}]}, "culprit.usage: must not be negative"),
+])
+def test_a_recommendation_the_schema_admits_but_the_operator_cannot_use_is_named(status: dict[str, object], field: str) -> None:
+    from oomtuner.api import recommendation
+    from oomtuner.domain import recommendations
+
+    found = recommendations.problem(recommendation.read(_rec(**status)))
+    assert found is not None and field in found, found
+
+
+def test_an_unreadable_recommendation_names_the_object_and_the_field() -> None:
+    from oomtuner.api import recommendation
+
+    with pytest.raises(recommendation.InvalidRecommendation) as caught:
+        recommendation.read(_rec(kills=[{"id": "a", "pod": "p"}], totalKills="many"))
+    message = str(caught.value)
+    assert message.startswith("OOMRecommendation shop/deployment-web: ") and "status.kills[0].container" in message
+    assert "status.totalKills" in message and "\n" not in message

@@ -311,7 +311,7 @@ def _parse(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model
     try:
         return model.model_validate(dict(body))
     except pydantic.ValidationError as exc:
-        raise InvalidObject(f"{where}: {_describe(exc)}") from None
+        raise InvalidObject(f"{where}: {describe(exc)}") from None
 
 
 def _object_name(body: Any) -> str:
@@ -326,7 +326,8 @@ def _object_name(body: Any) -> str:
     return str(name or "")
 
 
-def _describe(exc: pydantic.ValidationError) -> str:
+def describe(exc: pydantic.ValidationError) -> str:
+    """The problems of a validation error on one line: `field.path[0]: what is wrong (got value)`."""
     problems = []
     for error in exc.errors():
         field = ""

@@ -11,21 +11,24 @@ from typing import Any
 
 import pydantic
 
-from oomtuner.api import policy, types
+from oomtuner.api import core, policy, types
 
 GROUP = policy.GROUP
 VERSION = policy.VERSION
 KIND = "OOMRecommendation"
 PLURAL = "oomrecommendations"
 MAX_KILLS = 20
+# A kill's identity: `<pod uid>/<container>/<finishedAt>`, or a child kill's
+# `<pod uid>/<container>/child/<container id>/<counter>`.
+ID = types.UID + types.LABEL + 256
 
 
 class TargetRef(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    apiVersion: str = pydantic.Field(min_length=1)
-    kind: str = pydantic.Field(pattern=r"^(Deployment|StatefulSet|DaemonSet|ReplicaSet|CronJob|Job|Pod)$")
-    name: str = pydantic.Field(min_length=1)
+    apiVersion: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
+    kind: str = pydantic.Field(pattern=r"^(Deployment|StatefulSet|DaemonSet|ReplicaSet|CronJob|Job|Pod)$", max_length=16)
+    name: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
 
 
 class OOMRecommendationSpec(pydantic.BaseModel):
@@ -47,16 +50,16 @@ class Resources(pydantic.BaseModel):
 class ContainerStatus(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    name: str
+    name: types.LabelName
     type: types.ContainerType = types.ContainerType.CONTAINER
     current: Resources = pydantic.Field(default_factory=Resources)
     recommended: Resources = pydantic.Field(default_factory=Resources)
     classification: types.Classification = types.Classification.UNKNOWN
     phase: types.Phase = types.Phase.PENDING
     oomKills: int = 0
-    lastOOMAt: str | None = None
-    reason: str = ""
-    cappedBy: str | None = None
+    lastOOMAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
+    reason: str = pydantic.Field(default="", max_length=types.NOTES)
+    cappedBy: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT)
 
 
 class Culprit(pydantic.BaseModel):
@@ -66,32 +69,32 @@ class Culprit(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    namespace: str | None = None
-    pod: str | None = None
-    container: str | None = None
+    namespace: types.LabelName | None = None
+    pod: types.Name | None = None
+    container: types.LabelName | None = None
     usage: types.Quantity | None = pydantic.Field(default=None, description="Its peak working set near the kill.")
     request: types.Quantity | None = pydantic.Field(default=None, description="Its memory request.")
-    reason: str = pydantic.Field(default="", description="The evidence, or why no culprit is named.")
+    reason: str = pydantic.Field(default="", max_length=types.SENTENCE, description="The evidence, or why no culprit is named.")
 
 
 class Kill(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    id: str = pydantic.Field(description="The kill's identity, used to count it once.")
-    pod: str
-    podUID: str | None = None
-    container: str
+    id: str = pydantic.Field(max_length=ID, description="The kill's identity, used to count it once.")
+    pod: types.Name
+    podUID: str | None = pydantic.Field(default=None, max_length=types.UID)
+    container: types.LabelName
     containerType: types.ContainerType = types.ContainerType.CONTAINER
-    node: str | None = None
-    at: str | None = None
+    node: types.Name | None = None
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     restartCount: int = 0
     limitAtKill: types.Quantity | None = None
     requestAtKill: types.Quantity | None = None
     qosClass: types.QOSClass | None = None
     oomScoreAdj: int | None = None
     classification: types.Classification = types.Classification.UNKNOWN
-    reason: str = ""
-    startedAt: str | None = None
+    reason: str = pydantic.Field(default="", max_length=types.SENTENCE)
+    startedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     culprit: Culprit | None = pydantic.Field(
         default=None,
         description="For a Node kill: the likely culprit on the node, or why none is named (set shortly after the kill).",
@@ -102,23 +105,26 @@ class OOMRecommendationStatus(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     phase: types.Phase | None = None
-    target: str | None = pydantic.Field(default=None, description="kind/name of the workload.")
+    target: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="kind/name of the workload.")
     totalKills: int = 0
-    current: str | None = pydantic.Field(default=None, description="Current memory, for display.")
-    recommended: str | None = pydantic.Field(default=None, description="Recommended memory, for display.")
-    containers: list[ContainerStatus] = pydantic.Field(default_factory=list)
-    kills: list[Kill] = pydantic.Field(default_factory=list)
-    policy: str | None = pydantic.Field(default=None, description="The OOMPolicy that applied, if any.")
+    current: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="Current memory, for display.")
+    recommended: str | None = pydantic.Field(
+        default=None, max_length=types.SHORT_TEXT, description="Recommended memory, for display."
+    )
+    containers: list[ContainerStatus] = pydantic.Field(default_factory=list, max_length=types.MAX_CONTAINERS)
+    kills: list[Kill] = pydantic.Field(default_factory=list, max_length=MAX_KILLS)
+    policy: str | None = pydantic.Field(default=None, max_length=types.SUBDOMAIN, description="The OOMPolicy that applied, if any.")
     mode: types.Mode | None = None
     dataSource: str | None = pydantic.Field(
-        default=None, description="What the recommendation was computed from: kills only, or Prometheus."
+        default=None, max_length=types.SHORT_TEXT,
+        description="What the recommendation was computed from: kills only, or Prometheus.",
     )
-    appliedAt: str | None = None
+    appliedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     appliedGeneration: int | None = pydantic.Field(
         default=None, description="The spec generation whose approval was applied."
     )
-    patch: str | None = pydantic.Field(default=None, description="The ready patch YAML, when not applied.")
-    conditions: list[types.Condition] = pydantic.Field(default_factory=list)
+    patch: str | None = pydantic.Field(default=None, max_length=types.PATCH, description="The ready patch YAML, when not applied.")
+    conditions: list[types.Condition] = pydantic.Field(default_factory=list, max_length=types.MAX_CONDITIONS)
     observedGeneration: int | None = None
 
 
@@ -139,3 +145,19 @@ def name_for(*, kind: str, name: str) -> str:
 
 def parse(body: Any) -> OOMRecommendation:
     return OOMRecommendation.model_validate(body)
+
+
+class InvalidRecommendation(ValueError):
+    """A recommendation the operator cannot read; the message names the object and the field."""
+
+
+def read(body: Any) -> OOMRecommendation:
+    """Parse a recommendation body; raises InvalidRecommendation with one line naming the object and
+    each field, e.g. `OOMRecommendation shop/deployment-web: status.kills[3].pod: ...`."""
+    try:
+        return parse(body)
+    except pydantic.ValidationError as exc:
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        where = f"{KIND} {meta.get('namespace') or ''}/{meta.get('name') or ''}"
+        raise InvalidRecommendation(f"{where}: {core.describe(exc)}") from None

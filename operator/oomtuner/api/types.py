@@ -42,11 +42,36 @@ QUANTITY_PATTERN = (
 # Go-style durations with an extra `d` for days: `30s`, `10m`, `1h30m`, `7d`.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 
+# Bounds on what a custom resource may hold (README, "Size bounds"), so that anyone allowed to edit
+# one cannot make the API server, etcd and the operator carry megabytes per object. Names follow
+# Kubernetes' own: a DNS subdomain (pod, node, workload names) is 253 characters, a DNS label
+# (namespace, container names) 63, a label key 317 (a 253-character prefix, `/`, 63) and a value 63.
+SUBDOMAIN = 253
+LABEL = 63
+LABEL_KEY = 317
+UID = 128
+TIMESTAMP = 64
+QUANTITY = 64
+DURATION = 64
+SHORT_TEXT = 1024  # a reason code, a cap's description, a value shown in a column
+SENTENCE = 4096  # a kill's evidence or a culprit's, one or two sentences with numbers
+NOTES = 16384  # a container's whole arithmetic, one clause per rule
+PATCH = 65536  # the ready patch YAML: every container's request and limit
+MAX_CONTAINERS = 512  # containers of one workload the status lists
+MAX_CONDITIONS = 16
+MAX_LABELS = 64  # matchLabels of a selector
+MAX_EXPRESSIONS = 32  # matchExpressions of a selector
+MAX_VALUES = 64  # values of one matchExpression
+
+Name = Annotated[str, pydantic.Field(max_length=SUBDOMAIN)]
+LabelName = Annotated[str, pydantic.Field(max_length=LABEL)]
+
 
 _QUANTITY_SCHEMA: dict[str, Any] = {
     "x-kubernetes-int-or-string": True,
     "anyOf": [{"type": "integer"}, {"type": "string"}],
     "pattern": QUANTITY_PATTERN,
+    "maxLength": QUANTITY,
 }
 
 
@@ -65,7 +90,7 @@ Quantity = Annotated[
     pydantic.WithJsonSchema(_QUANTITY_SCHEMA),
 ]
 
-Duration = Annotated[str, pydantic.Field(pattern=DURATION_PATTERN)]
+Duration = Annotated[str, pydantic.Field(pattern=DURATION_PATTERN, max_length=DURATION)]
 
 
 class Mode(str, enum.Enum):
@@ -130,9 +155,9 @@ class Condition(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
 
-    type: str
+    type: str = pydantic.Field(max_length=316)
     status: str = pydantic.Field(pattern=r"^(True|False|Unknown)$")
-    reason: str = ""
-    message: str = ""
-    lastTransitionTime: str | None = None
+    reason: str = pydantic.Field(default="", max_length=SHORT_TEXT)
+    message: str = pydantic.Field(default="", max_length=32768)
+    lastTransitionTime: str | None = pydantic.Field(default=None, max_length=TIMESTAMP)
     observedGeneration: int | None = None

@@ -19,12 +19,10 @@ def problem(parsed: policy.OOMPolicy) -> str | None:
     for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
         if value is None:
             continue
-        try:
-            amount = quantity.parse_bytes(value)
-        except quantity.QuantityError as exc:
-            return f"{field}: {exc}"
-        if amount < 0:
-            return f"{field}: must not be negative, got {value!r}"
+        found = quantity.problem(field, value)
+        if found:
+            return found
+        amount = quantity.parse_bytes(value)
         if field.endswith("maxLimit") and amount < MIN_MAX_LIMIT:
             return (f"{field}: {value!r} is {amount} byte(s), less than 1Mi: recommendations are whole MiB, "
                     "so no recommendation could stay under it")

@@ -196,6 +196,18 @@ def parse_bytes(value: str | int | float) -> int:
     return int(parse(value).to_integral_value(rounding=decimal.ROUND_UP))
 
 
+def problem(field: str, value: str | int | float) -> str | None:
+    """`field: what is wrong` when `value` is no quantity, does not fit, or is negative (no resource
+    amount may be); None when it is fine."""
+    try:
+        amount = parse(value)
+    except QuantityError as exc:
+        return f"{field}: {exc}"
+    if amount < 0:
+        return f"{field}: must not be negative, got {value!r}"
+    return None
+
+
 def format_bytes(n: int) -> str:
     """Write bytes as an exact quantity with the largest binary suffix that divides them.
 

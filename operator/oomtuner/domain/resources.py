@@ -228,13 +228,7 @@ def quantity_problems(pod: core.Pod) -> list[str]:
     for path, resource_list in _resource_lists(pod):
         for name in _CHECKED:
             text = resource_list.get(name)
-            if text is None:
-                continue
-            try:
-                amount = quantity.parse(text)
-            except quantity.QuantityError as exc:
-                problems.append(f"{path}.{name}: {exc}")
-                continue
-            if amount < 0:
-                problems.append(f"{path}.{name}: must not be negative, got {text!r}")
+            found = quantity.problem(f"{path}.{name}", text) if text is not None else None
+            if found:
+                problems.append(found)
     return problems

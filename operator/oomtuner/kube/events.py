@@ -32,6 +32,7 @@ class Reason(str, enum.Enum):
     RECOMMENDATION_CAPPED = "RecommendationCapped"
     SUSPECTED_LEAK = "SuspectedLeak"
     POLICY_INVALID = "PolicyInvalid"
+    RECOMMENDATION_UNREADABLE = "RecommendationUnreadable"
 
 
 WARNINGS = {
@@ -41,6 +42,7 @@ WARNINGS = {
     Reason.RECOMMENDATION_CAPPED,
     Reason.SUSPECTED_LEAK,
     Reason.POLICY_INVALID,
+    Reason.RECOMMENDATION_UNREADABLE,
 }
 
 

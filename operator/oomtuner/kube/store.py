@@ -9,6 +9,7 @@ on 409 the caller's change is re-applied to a fresh copy. Nothing read is ever d
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import pydantic
@@ -139,6 +140,34 @@ def update_recommendation_status(
                 raise
             obj = fresh
     raise RuntimeError(f"OOMRecommendation {namespace}/{name}: status kept changing under us")
+
+
+UNREADABLE = "Unreadable"
+
+
+def mark_unreadable(client: api.Client, body: Mapping[str, Any], *, problem: str, now: str) -> bool:
+    """Say on a recommendation the operator cannot read what is wrong with it: condition Ready
+    False, reason Unreadable, `problem` (which names the field) as the message. The other conditions
+    stay; the status is not parsed, only its conditions read as raw data. Returns whether it wrote
+    (not when the same condition is there already, so a watch event of its own write changes
+    nothing; nor on 404). The caller posts the RecommendationUnreadable event."""
+    meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+    status = body.get("status") if isinstance(body.get("status"), Mapping) else {}
+    raw = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    kept = [c for c in raw if isinstance(c, Mapping) and isinstance(c.get("type"), str) and c.get("type") != "Ready"]
+    old = next((c for c in raw if isinstance(c, Mapping) and c.get("type") == "Ready"), {})
+    message = problem[:types.SHORT_TEXT * 8]
+    if old.get("status") == "False" and old.get("reason") == UNREADABLE and old.get("message") == message:
+        return False
+    ready = condition(type_="Ready", ok=False, reason=UNREADABLE, message=message, now=now,
+                      generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None)
+    conditions = [dict(c) for c in kept][: types.MAX_CONDITIONS - 1] + [ready.model_dump(mode="json", exclude_none=True)]
+    try:
+        client.merge_patch(_rec_path(str(meta.get("namespace") or ""), str(meta.get("name") or ""), sub="status"),
+                           {"status": {"conditions": conditions}})
+    except api.NotFound:
+        return False
+    return True
 
 
 def list_policies(client: api.Client, *, namespace: str | None = None) -> list[dict[str, Any]]:
