@@ -24,6 +24,7 @@ import warnings
 from typing import Any
 
 import click
+import pydantic
 
 from oomtuner import __version__, config, crdgen, memory
 from oomtuner import explain as explain_mod
@@ -222,8 +223,12 @@ def _settings(**overrides: Any) -> config.Settings:
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:
         return config.Settings.model_validate(settings.model_dump())
-    except ValueError as exc:  # pydantic's ValidationError, e.g. a --prometheus-timeout that is no duration
-        raise _Fail(str(exc).splitlines()[0] + ": " + " ".join(str(exc).splitlines()[1:3])) from None
+    except pydantic.ValidationError as exc:  # e.g. a --prometheus-timeout that is no duration
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "a setting"
+        message = error["msg"].removeprefix("Value error, ")
+        shown = repr(error.get("input"))
+        raise _Fail(f"{flag}: {message}" + (f" (got {shown})" if shown not in message else "")) from None
 
 
 @main.command()
@@ -345,6 +350,10 @@ def _setup_logging(settings: config.Settings, verbose: bool) -> None:
 @click.option("--default-mode", type=click.Choice(["Observe", "Recommend", "Auto"]), help="Mode where no OOMPolicy applies.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics; 0 disables.")
 @click.option("--liveness-port", type=click.IntRange(0, 65535), help="Port of /healthz; 0 disables.")
+@click.option("--metrics-address", help="IP address /metrics listens on (default 0.0.0.0: every address).")
+@click.option("--liveness-address", help="IP address /healthz listens on (default 0.0.0.0: every address).")
+@click.option("--culprit-names", type=click.Choice(["same-namespace", "all"]),
+              help="Name a Node kill's culprit from another namespace in the victim's namespace (all), or give only its figures.")
 @click.option("--standalone", is_flag=True, default=None, help="No peering: for a single replica.")
 @click.option("--priority", type=int, help="Peering priority; give each replica its own.")
 @click.option("--priority-from-pod-name", is_flag=True,
@@ -360,6 +369,9 @@ def run(
     default_mode: str | None,
     metrics_port: int | None,
     liveness_port: int | None,
+    metrics_address: str | None,
+    liveness_address: str | None,
+    culprit_names: str | None,
     standalone: bool | None,
     priority: int | None,
     priority_from_pod_name: bool,
@@ -389,6 +401,9 @@ def run(
         default_mode=default_mode,
         metrics_port=metrics_port,
         liveness_port=liveness_port,
+        metrics_address=metrics_address,
+        liveness_address=liveness_address,
+        culprit_names=culprit_names,
         standalone=standalone,
         priority=priority,
         log_format=log_format,
@@ -400,11 +415,15 @@ def run(
         os.environ["KUBECONFIG"] = kubeconfig
     cl = _connect(kubeconfig, context)
     handlers.OPERATOR = reconcile.Operator(client=cl, settings=settings)
-    metrics.serve(settings.metrics_port)
+    try:
+        metrics.serve(settings.metrics_port, addr=settings.metrics_address)
+    except OSError as exc:
+        raise _Fail(f"--metrics-address {settings.metrics_address} --metrics-port {settings.metrics_port}: {exc.strerror or exc}") from None
     logger.info(
-        "oomtuner %s starting: namespaces=%s default mode=%s metrics port=%s prometheus=%s",
-        __version__, ",".join(settings.namespaces) or "*", settings.default_mode.value, settings.metrics_port,
-        redaction.url(settings.prometheus_url) if settings.prometheus_url else "none",
+        "oomtuner %s starting: namespaces=%s default mode=%s metrics=%s:%s prometheus=%s culprit names=%s",
+        __version__, ",".join(settings.namespaces) or "*", settings.default_mode.value, settings.metrics_address,
+        settings.metrics_port, redaction.url(settings.prometheus_url) if settings.prometheus_url else "none",
+        settings.culprit_names.value,
     )
     kopf.run(
         standalone=settings.standalone,
@@ -413,7 +432,8 @@ def run(
         peering_name=None if settings.standalone else settings.peering_name,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+        liveness_endpoint=(f"http://{config.url_host(settings.liveness_address)}:{settings.liveness_port}/healthz"
+                           if settings.liveness_port else None),
     )
 
 

@@ -482,9 +482,12 @@ FLAGS: list[tuple[str, list[str], int, str | None]] = [
     ("report-bad-output", ["report", "-o", "xml"], 2, "'xml' is not one of"),
     ("report-request-timeout-text", ["report", "--request-timeout", "soon"], 2, "--request-timeout"),
     ("report-request-timeout-zero", ["report", "--request-timeout", "0s"], 2, "--request-timeout: must be more than 0"),
-    ("report-prometheus-timeout-text", ["report", "--prometheus-timeout", "soon"], 2, "prometheus_timeout"),
+    ("report-prometheus-timeout-text", ["report", "--prometheus-timeout", "soon"], 2, "--prometheus-timeout: String should match pattern"),
     ("run-both-namespace-flags", ["run", "-n", "a", "-A"], 2, "exclude each other"),
     ("run-metrics-port-too-large", ["run", "--metrics-port", "70000"], 2, "--metrics-port"),
+    ("run-metrics-address-a-name", ["run", "--metrics-address", "localhost"], 2, "--metrics-address: an IP address to listen on"),
+    ("run-liveness-address-garbage", ["run", "--liveness-address", "1.2.3.4.5"], 2, "--liveness-address: an IP address"),
+    ("run-culprit-names-some", ["run", "--culprit-names", "some"], 2, "'some' is not one of 'same-namespace', 'all'"),
 ]
 
 

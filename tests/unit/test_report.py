@@ -184,5 +184,5 @@ def test_an_unreachable_prometheus_is_one_warning_and_a_ranking_by_request(offli
 
 def test_a_bad_prometheus_setting_is_one_line(offline: None) -> None:
     result = _report("--prometheus-timeout", "soon")
-    assert result.exit_code == 2 and "prometheus_timeout" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 2 and "--prometheus-timeout" in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1

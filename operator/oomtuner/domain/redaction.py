@@ -1,14 +1,25 @@
-"""What the operator must not repeat where others can read it: credentials in URLs.
+"""What the operator must not repeat where others can read it: credentials in URLs, and other
+tenants' names.
 
 A Prometheus or API server URL may carry credentials (`https://user:secret@prom:9090`,
 `...?token=...`). Messages that name a URL go into conditions, events and logs, which people
 without access to the operator's configuration read, so every URL shown is passed through `url`
 first, and free text that may quote one (an exception's message) through `text`.
+
+A Node kill's likely culprit may run in another namespace: another tenant's namespace, pod and
+container. The victim's recommendation and events are readable by anyone with `view` in the
+victim's namespace, so `culprit` keeps only the figures of a culprit from elsewhere (its usage and
+request), unless the operator is told that names may cross namespaces (`CulpritNames.ALL`).
+Cluster administrators see the whole record with `oomtuner report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
+
+from oomtuner.domain import classify
 
 REDACTED = "REDACTED"
 
@@ -32,3 +43,28 @@ def text(value: str) -> str:
         return value
     value = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", value)
     return _SECRET_PARAMETER.sub(lambda m: f"{m['name']}{REDACTED}", value)
+
+
+class CulpritNames(str, enum.Enum):
+    """Whose names a Node kill's culprit may carry into the victim's namespace (OOMTUNER_CULPRIT_NAMES)."""
+
+    SAME_NAMESPACE = "same-namespace"
+    ALL = "all"
+
+
+WITHHELD = ("names withheld: the culprit runs in another namespace (OOMTUNER_CULPRIT_NAMES=same-namespace); "
+            "`oomtuner report` shows it to cluster administrators")
+
+
+def culprit(finding: classify.CulpritFinding, *, victim_namespace: str, names: CulpritNames) -> classify.CulpritFinding:
+    """The culprit finding as the victim's namespace may read it: unchanged when nobody is named, the
+    culprit is in the victim's own namespace, or `names` is ALL; otherwise the culprit without its
+    namespace, pod and container (usage, request and excess stay), and the evidence rewritten to
+    match, saying why the names are missing."""
+    found = finding.culprit
+    if found is None or names == CulpritNames.ALL or found.namespace == victim_namespace:
+        return finding
+    anonymous = dataclasses.replace(found, namespace=None, pod=None, container=None)
+    basis = f"; {finding.basis}" if finding.basis else ""
+    return classify.CulpritFinding(culprit=anonymous, reason=f"likely culprit: {anonymous.reason}{basis} ({WITHHELD})",
+                                   basis=finding.basis)
