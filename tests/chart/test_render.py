@@ -619,3 +619,35 @@ def test_alert_thresholds_and_switches_come_from_values() -> None:
     assert set(rules) == {"OOMTunerRepeatedOOMKills", "OOMTunerOperatorDown"}
     assert "[6h]" in rules["OOMTunerRepeatedOOMKills"]["expr"] and ">= 5" in rules["OOMTunerRepeatedOOMKills"]["expr"]
     assert rules["OOMTunerOperatorDown"]["for"] == "3m"
+
+
+
+# ---- network access and tenancy -----------------------------------------------------------------
+
+
+def test_no_network_policy_unless_asked() -> None:
+    assert not find(render(sets=["agent.enabled=true"]), "NetworkPolicy")
+
+
+def test_the_network_policy_lets_only_the_given_peers_reach_metrics() -> None:
+    peer = "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring"
+    docs = render(sets=["networkPolicy.enabled=true", peer, "agent.enabled=true"])
+    operator, agent = one(docs, "NetworkPolicy", "oomtuner"), one(docs, "NetworkPolicy", "oomtuner-agent")
+    for policy, component in ((operator, "operator"), (agent, "agent")):
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        [rule] = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    closed = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
+    assert closed["spec"]["ingress"] == []
+
+
+def test_listeners_and_culprit_names_reach_the_command_line() -> None:
+    args = one(render(sets=["operator.metricsAddress=::", "operator.culpritNames=all", "agent.enabled=true",
+                            "agent.metricsAddress=10.0.0.1"]), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--metrics-address=::", "--liveness-address=0.0.0.0", "--culprit-names=all"} <= set(args)
+    default = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--culprit-names=same-namespace" in default
+    agent_args = one(render(sets=["agent.enabled=true", "agent.metricsAddress=10.0.0.1"]), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-address=10.0.0.1" in agent_args
