@@ -112,12 +112,13 @@ def documents(text: str, *, source: str) -> list[Any]:
     stripped = text.lstrip()
     if not stripped:
         raise InputError(f"{source}: the file is empty")
+    as_json = stripped.startswith(("{", "["))
+    if not as_json and len(text) > MAX_YAML_BYTES:
+        raise InputError(f"{source}: YAML larger than {_mib(MAX_YAML_BYTES)}: give it as JSON "
+                         f"(kubectl get -o json), which is read up to {_mib(MAX_BYTES)}")
     try:
-        if stripped.startswith(("{", "[")):
+        if as_json:
             docs = [json.loads(text)]
-        elif len(text) > MAX_YAML_BYTES:
-            raise InputError(f"{source}: YAML larger than {_mib(MAX_YAML_BYTES)}: give it as JSON "
-                             f"(kubectl get -o json), which is read up to {_mib(MAX_BYTES)}")
         else:
             docs = [doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None]
     except RecursionError:

@@ -117,7 +117,8 @@ FILES: list[tuple[str, Callable[[], str | bytes], int, str | None]] = [
     ("yaml-13th-month", lambda: "kind: Pod\nx: 2026-13-45\n", 2, "not valid JSON or YAML"),
     ("yaml-unhashable-key", lambda: "kind: Pod\n? [a, b]\n: 1\n", 2, "not valid JSON or YAML"),
     ("yaml-many-documents", lambda: "---\n" * 100_000 + as_yaml(pod()), 0, None),
-    ("yaml-too-large", lambda: as_yaml(pod()) + "# " + "x" * (inputs.MAX_YAML_BYTES + 10) + "\n", 2, "as JSON"),
+    ("yaml-too-large", lambda: as_yaml(pod()) + "# " + "x" * (inputs.MAX_YAML_BYTES + 10) + "\n", 2,
+     "input.json: YAML larger than 2 MiB: give it as JSON (kubectl get -o json), which is read up to 16 MiB"),
     ("json-too-large", lambda: as_json(pod()) + " " * (inputs.MAX_BYTES + 1), 2, "larger than 16 MiB"),
     ("json-at-the-limit", lambda: as_json(pod()) + " " * (inputs.MAX_BYTES - len(as_json(pod()))), 0, None),
 ]
