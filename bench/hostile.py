@@ -95,7 +95,7 @@ def alias_bomb() -> str:
 
 CASES: dict[str, tuple[Callable[[], str | bytes], str, int]] = {
     "list-10MB-json": (lambda: pod_list(10 * MB), "json", 0),
-    "list-2MB-yaml": (lambda: pod_list(int(1.8 * MB), as_yaml=True), "yaml", 0),
+    "list-1MB-yaml": (lambda: pod_list(int(0.9 * MB), as_yaml=True), "yaml", 0),
     "list-10MB-yaml": (lambda: pod_list(10 * MB, as_yaml=True), "yaml", 2),
     "pod-400-containers-400-sidecars": (wide_pod, "json", 0),
     "list-50MB-json": (lambda: pod_list(50 * MB), "json", 2),

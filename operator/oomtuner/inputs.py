@@ -10,7 +10,7 @@ digits. So before anything looks at a document:
   byte means "too large", so an endless stream stops there);
 - the bytes must be UTF-8 (a BOM is allowed);
 - YAML only up to `MAX_YAML_BYTES`: PyYAML builds its objects in Python even with libyaml's parser,
-  at about 1 MB a second on our machines, so a larger list is asked for as JSON, which Python's
+  at about 1 MB a second on our machines (bench/README.md), so a larger list is asked for as JSON, which Python's
   parser reads a hundred times faster;
 - JSON goes to Python's parser, YAML to libyaml's safe loader; both stop at about `MAX_DEPTH`
   levels of nesting (Python's recursion limit, libyaml's own limit), and a deeper document (or an
@@ -37,7 +37,7 @@ from typing import IO, Any
 import yaml
 
 MAX_BYTES = 16 * 1024 * 1024
-MAX_YAML_BYTES = 2 * 1024 * 1024
+MAX_YAML_BYTES = 1024 * 1024
 MAX_DEPTH = 1000
 # Values the walk may meet beyond one per byte of text, for small documents that reuse an anchor.
 _SPARE_VALUES = 10_000

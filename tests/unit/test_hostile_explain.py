@@ -118,7 +118,7 @@ FILES: list[tuple[str, Callable[[], str | bytes], int, str | None]] = [
     ("yaml-unhashable-key", lambda: "kind: Pod\n? [a, b]\n: 1\n", 2, "not valid JSON or YAML"),
     ("yaml-many-documents", lambda: "---\n" * 100_000 + as_yaml(pod()), 0, None),
     ("yaml-too-large", lambda: as_yaml(pod()) + "# " + "x" * (inputs.MAX_YAML_BYTES + 10) + "\n", 2,
-     "input.json: YAML larger than 2 MiB: give it as JSON (kubectl get -o json), which is read up to 16 MiB"),
+     "input.json: YAML larger than 1 MiB: give it as JSON (kubectl get -o json), which is read up to 16 MiB"),
     ("json-too-large", lambda: as_json(pod()) + " " * (inputs.MAX_BYTES + 1), 2, "larger than 16 MiB"),
     ("json-at-the-limit", lambda: as_json(pod()) + " " * (inputs.MAX_BYTES - len(as_json(pod()))), 0, None),
 ]
@@ -221,8 +221,8 @@ NESTING: list[tuple[str, Callable[[], str], int, str | None]] = [
     ("json-deep-in-annotations", lambda: as_json(pod(**{"metadata.annotations": None})).replace('"annotations": null', '"annotations": ' + '{"a":' * 500 + '"b"' + "}" * 500), 2, "metadata.annotations"),
     ("json-deep-in-managed-fields", lambda: as_json(pod(**{"metadata.managedFields": None})).replace('"managedFields": null', '"managedFields": ' + "[" * 20_000 + "]" * 20_000), 2, "nested too deeply"),
     ("yaml-flow-5000", lambda: "kind: Pod\nx: " + "[" * 5000 + "]" * 5000 + "\n", 2, "not valid JSON or YAML"),
-    ("yaml-block-2000", lambda: "kind: Pod\nx:\n" + "".join(" " * (i + 1) + "- \n" for i in range(2000)), 2, "not valid JSON or YAML"),
-    ("yaml-mappings-2000", lambda: "kind: Pod\n" + "".join(" " * i + "a:\n" for i in range(2000)), 2, "not valid JSON or YAML"),
+    ("yaml-block-1200", lambda: "kind: Pod\nx:\n" + "".join(" " * (i + 1) + "- \n" for i in range(1200)), 2, "not valid JSON or YAML"),
+    ("yaml-mappings-1200", lambda: "kind: Pod\n" + "".join(" " * i + "a:\n" for i in range(1200)), 2, "not valid JSON or YAML"),
     ("yaml-500-levels-ignored", lambda: as_yaml(pod()) + "x: " + "[" * 500 + "]" * 500 + "\n", 0, None),
 ]
 
