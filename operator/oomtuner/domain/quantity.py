@@ -193,7 +193,14 @@ def parse_bytes(value: str | int | float) -> int:
     "1.5Gi" → 1610612736, "1k" → 1000, "100m" → 1 (a fraction of a byte is a whole byte), "0" → 0.
     Raises QuantityError like `parse`, so never returns a magnitude above 2^63-1.
     """
+    if isinstance(value, str) and len(value) <= _CACHED_LENGTH:
+        return _bytes_of_short(value)
     return int(parse(value).to_integral_value(rounding=decimal.ROUND_UP))
+
+
+@functools.lru_cache(maxsize=4096)
+def _bytes_of_short(text: str) -> int:
+    return int(_parse_short(text).to_integral_value(rounding=decimal.ROUND_UP))
 
 
 def problem(field: str, value: str | int | float) -> str | None:
