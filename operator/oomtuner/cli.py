@@ -165,19 +165,19 @@ def explain(paths: tuple[str, ...], node_memory: str | None, policy_path: str | 
 
 
 def _connect(kubeconfig: str | None, context: str | None, *, request_timeout: str | None = None) -> Any:
-    """A client for the CLI's commands: each request sent once and bounded by `request_timeout`
-    (None: the operator's), and no library warnings on stderr (urllib3 warns on every request to a
-    kubeconfig with insecure-skip-tls-verify, and logs its retries)."""
+    """A client. With `request_timeout` (the CLI's commands): each request sent once and bounded by
+    it, and no library warnings on stderr (urllib3 warns on every request to a kubeconfig with
+    insecure-skip-tls-verify, and logs its retries). Without it: the operator's client."""
     import urllib3
 
     from oomtuner.domain import duration
     from oomtuner.kube import client
 
-    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-    for noisy in ("urllib3", "kubernetes"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     options: dict[str, Any] = {}
     if request_timeout is not None:
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        for noisy in ("urllib3", "kubernetes"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
         try:
             seconds = duration.parse(request_timeout).total_seconds()
         except duration.DurationError as exc:
@@ -263,7 +263,7 @@ def report(
         raise _ClusterFail(str(exc)) from None
     warning = report_mod.warning(result)
     if warning:
-        click.echo(f"oomtuner: {warning}", err=True)
+        click.echo(f"oomtuner: {one_line(warning)}", err=True)
     if output == "json":
         click.echo(json.dumps(result, indent=2))
     else:
