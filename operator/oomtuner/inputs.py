@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import sys
 from typing import IO, Any
 
 import yaml
@@ -71,7 +72,7 @@ def read_bytes(path: str, *, stdin: IO[Any] | None = None, budget: Budget | None
     """(source name, bytes) of a path, or of stdin for `-`; at most the budget's bytes are read."""
     budget = budget or Budget()
     if path == "-":
-        stream = stdin if stdin is not None else _stdin()
+        stream = stdin if stdin is not None else sys.stdin
         binary = getattr(stream, "buffer", stream)
         data = binary.read(budget.left + 1)
         if isinstance(data, str):  # a text stream without a buffer (tests)
@@ -90,12 +91,6 @@ def read_bytes(path: str, *, stdin: IO[Any] | None = None, budget: Budget | None
             raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     budget.take(data, source=source)
     return source, data
-
-
-def _stdin() -> IO[Any]:
-    import sys
-
-    return sys.stdin
 
 
 def decode(data: bytes, *, source: str) -> str:
