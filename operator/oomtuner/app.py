@@ -15,8 +15,9 @@ from typing import Any, Callable, Mapping
 
 from oomtuner import config
 from oomtuner.api import core, recommendation
-from oomtuner.domain import child_kills, classify
-from oomtuner.kube import api, owners, store
+from oomtuner.domain import child_kills, classify, evidence, timestamps
+from oomtuner.domain import recommendations as recommendations_domain
+from oomtuner.kube import api, events, owners, store
 from oomtuner.prom import usage as prom_usage
 from oomtuner.services import (
     announcer,
@@ -104,6 +105,10 @@ class App:
         except core.InvalidObject as exc:  # a malformed Event is logged, never fatal
             logger.warning("ignoring unreadable %s event: %s", reason, exc)
             return None
+        problem = evidence.node_oom_problem(event)
+        if problem is not None:  # anyone may post events: only the kubelet's of that node counts
+            logger.warning("%s event %s/%s does not count: %s", reason, event.metadata.namespace, event.metadata.name, problem)
+            return None
         return self.culprits.on_node_oom(event)
 
     def on_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
@@ -116,9 +121,12 @@ class App:
         the schedule comes back after a restart, when the watch lists every recommendation.
         """
         try:
-            rec = recommendation.parse(body)
-        except Exception as exc:
-            logger.warning("ignoring unreadable OOMRecommendation: %s", exc)
+            rec = recommendation.read(body)
+            problem = recommendations_domain.problem(rec)
+        except recommendation.InvalidRecommendation as exc:
+            problem = str(exc)
+        if problem is not None:
+            self._unreadable(body, problem)
             return False
         self.held.hold(rec)
         self.settler.track(rec)
@@ -135,6 +143,19 @@ class App:
                 return False
             self.patcher.apply(rec, target=target, chosen=self.policies.choose(target), trigger=patcher.Trigger.APPROVAL)
         return True
+
+    def _unreadable(self, body: Mapping[str, Any], problem: str) -> None:
+        """A recommendation the operator cannot read (hand-edited): say so on it, once, with the
+        field, and go on with the other workloads."""
+        logger.warning("unreadable OOMRecommendation: %s", problem)
+        meta = core.meta_of(body)
+        if not meta.name or not store.mark_unreadable(self.client, body, problem=problem,
+                                                     now=timestamps.format(self.clock())):
+            return
+        self.announcer.post(involved={"apiVersion": f"{recommendation.GROUP}/{recommendation.VERSION}",
+                                      "kind": recommendation.KIND, "name": meta.name, "namespace": meta.namespace,
+                                      "uid": meta.uid},
+                            reason=events.Reason.RECOMMENDATION_UNREADABLE, message=problem)
 
     # ---- start-up and background ----------------------------------------------------------------------
 

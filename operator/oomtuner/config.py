@@ -6,6 +6,7 @@ the README's table is generated from the same names.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import zlib
 from typing import Mapping
@@ -13,6 +14,7 @@ from typing import Mapping
 import pydantic
 
 from oomtuner.api import types
+from oomtuner.domain import redaction
 
 PREFIX = "OOMTUNER_"
 
@@ -64,6 +66,17 @@ class Settings(pydantic.BaseModel):
     )
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535, description="Port of /metrics (OOMTUNER_METRICS_PORT); 0 disables.")
     liveness_port: int = pydantic.Field(default=8081, ge=0, le=65535, description="Port of /healthz (OOMTUNER_LIVENESS_PORT); 0 disables.")
+    metrics_address: str = pydantic.Field(
+        default="0.0.0.0", description="IP address /metrics listens on (OOMTUNER_METRICS_ADDRESS); 0.0.0.0: every address."
+    )
+    liveness_address: str = pydantic.Field(
+        default="0.0.0.0", description="IP address /healthz listens on (OOMTUNER_LIVENESS_ADDRESS); 0.0.0.0: every address."
+    )
+    culprit_names: redaction.CulpritNames = pydantic.Field(
+        default=redaction.CulpritNames.SAME_NAMESPACE,
+        description="Whose names a Node kill's culprit may carry into the victim's namespace (OOMTUNER_CULPRIT_NAMES): "
+        "same-namespace (a culprit in another namespace is given by its figures only) or all.",
+    )
     log_format: str = pydantic.Field(
         default="auto", pattern=r"^(auto|json|text)$", description="json, text, or auto: JSON when not on a terminal (OOMTUNER_LOG_FORMAT)."
     )
@@ -80,6 +93,20 @@ class Settings(pydantic.BaseModel):
     peering_name: str = pydantic.Field(default="oomtuner", description="kopf peering object name (OOMTUNER_PEERING_NAME).")
     priority: int = pydantic.Field(default=0, description="kopf peering priority; give each replica its own (OOMTUNER_PRIORITY).")
     field_manager: str = pydantic.Field(default="oomtuner", description="Server-side apply field manager.")
+
+
+    @pydantic.field_validator("metrics_address", "liveness_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"an IP address to listen on, like 0.0.0.0, :: or 10.0.0.7, not {value!r}") from None
+
+
+def url_host(address: str) -> str:
+    """An IP address as the host of a URL: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
 
 
 _LISTS = {"namespaces", "respected_managers"}

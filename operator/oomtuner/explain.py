@@ -1,64 +1,38 @@
 """`oomtuner explain`: the offline view of pods and their OOM kills, for people and for tools.
 
 Input is what `kubectl get pod -o json|yaml` prints: a Pod, a v1 List of Pods, or several YAML
-documents. The JSON output is a contract other tools depend on (see README); `-o table` is the
+documents, read within the bounds of `inputs`. The JSON output is a contract other tools depend on (see README); `-o table` is the
 view for people. Nothing here talks to a cluster: with no Node at hand, the node's memory comes
 from `--node-memory`, and without it a Burstable container's oom_score_adj is unknown (null).
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
-import sys
-from typing import Any, Iterable, Sequence, TextIO
+from typing import IO, Any, Iterable, Sequence
 
-import yaml
-
+from oomtuner import inputs
 from oomtuner.api import core, policy, types
-from oomtuner.domain import classify, kills, policies, qos, quantity, recommend, timestamps, workload
+from oomtuner.domain import classify, kills, policies, qos, quantity, recommend, resources, timestamps, workload
+
+InputError = inputs.InputError
 
 
-class InputError(ValueError):
-    """Unreadable or invalid input; the message names the file and the problem."""
-
-
-def _documents(text: str, *, source: str) -> list[Any]:
-    stripped = text.lstrip()
-    if not stripped:
-        raise InputError(f"{source}: the file is empty")
-    try:
-        if stripped.startswith(("{", "[")):
-            return [json.loads(text)]
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{source}: not valid JSON or YAML: {first}") from None
-
-
-def read_text(path: str, *, stdin: TextIO | None = None) -> tuple[str, str]:
-    """(source name, text) of a path, or of stdin for `-`."""
-    if path == "-":
-        return "<stdin>", (stdin or sys.stdin).read()
-    try:
-        return path, pathlib.Path(path).read_text()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
-
-
-def load_pods(path: str, *, stdin: TextIO | None = None) -> list[core.Pod]:
-    """Every Pod in the file; raises InputError for anything that is not a Pod or a List of them."""
-    source, text = read_text(path, stdin=stdin)
+def load_pods(path: str, *, stdin: IO[Any] | None = None, budget: inputs.Budget | None = None) -> list[core.Pod]:
+    """Every Pod in the file; raises InputError for anything that is not a Pod or a List of them, and
+    for a Pod whose CPU or memory the API server would refuse or the operator cannot hold (naming
+    the field). Reads within `budget` (see `inputs`)."""
+    source, data = inputs.read_bytes(path, stdin=stdin, budget=budget)
     pods: list[core.Pod] = []
-    for doc in _documents(text, source=source):
+    for doc in inputs.documents(inputs.decode(data, source=source), source=source):
         pods.extend(_pods_of(doc, source=source))
     if not pods:
         raise InputError(f"{source}: no Pod found")
     return pods
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _pods_of(doc: Any, *, source: str) -> Iterable[core.Pod]:
@@ -71,25 +45,31 @@ def _pods_of(doc: Any, *, source: str) -> Iterable[core.Pod]:
             raise InputError(f"{source}: {kind}.items must be a list")
         for index, item in enumerate(items):
             if not isinstance(item, dict) or item.get("kind", "Pod") != "Pod":
-                got = item.get("kind") if isinstance(item, dict) else type(item).__name__
+                got = _shown(item.get("kind")) if isinstance(item, dict) else type(item).__name__
                 raise InputError(f"{source}: items[{index}] is a {got}, not a Pod")
             yield _parse(item, source=f"{source}: items[{index}]")
         return
     if kind != "Pod":
-        raise InputError(f"{source}: expected a Pod or a List of Pods, got kind {kind!r}")
+        raise InputError(f"{source}: expected a Pod or a List of Pods, got kind {_shown(kind)}")
     yield _parse(doc, source=source)
 
 
 def _parse(body: dict[str, Any], *, source: str) -> core.Pod:
     try:
-        return core.parse_pod(body)
+        pod = core.parse_pod(body)
     except core.InvalidObject as exc:
         raise InputError(f"{source}: {exc}") from None
+    problems = resources.quantity_problems(pod)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        name = f"{pod.metadata.namespace}/{pod.metadata.name}" if pod.metadata.namespace else pod.metadata.name
+        raise InputError(f"{source}: Pod {_shown(name)[1:-1]}: {problems[0]}{more}")
+    return pod
 
 
-def load_policy(path: str) -> policy.OOMPolicy:
-    source, text = read_text(path)
-    docs = _documents(text, source=source)
+def load_policy(path: str, *, budget: inputs.Budget | None = None) -> policy.OOMPolicy:
+    source, data = inputs.read_bytes(path, budget=budget)
+    docs = inputs.documents(inputs.decode(data, source=source), source=source)
     if len(docs) != 1 or not isinstance(docs[0], dict) or docs[0].get("kind") != policy.KIND:
         raise InputError(f"{source}: expected one OOMPolicy")
     try:
@@ -110,10 +90,10 @@ def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPol
     for k in found:
         by_container.setdefault(k.container, []).append(k)
     containers = []
-    resources = workload.containers_of(pod)
+    specs = workload.containers_of(pod)
     for ec in pod.spec.ephemeralContainers or []:
-        resources.append(recommend.ContainerResources(name=ec.name, type=types.ContainerType.EPHEMERAL, request=None, limit=None))
-    for res in resources:
+        specs.append(recommend.ContainerResources(name=ec.name, type=types.ContainerType.EPHEMERAL, request=None, limit=None))
+    for res in specs:
         mine = by_container.get(res.name, [])
         verdicts = [classify.classify(k, node_ooms=[]) for k in mine]
         rec_json = None

@@ -18,8 +18,9 @@ import collections
 import datetime
 from typing import Any
 
-from oomtuner.api import core
-from oomtuner.domain import classify, kills, qos, quantity, timestamps
+from oomtuner import culprits
+from oomtuner.api import core, types
+from oomtuner.domain import classify, evidence, kills, qos, quantity, redaction, timestamps
 from oomtuner.kube import api, owners
 from oomtuner.prom import usage as prom_usage
 
@@ -45,14 +46,16 @@ def collect(
     path = f"/api/v1/namespaces/{api.quote(namespace)}/pods" if namespace else "/api/v1/pods"
     bodies = client.list(path)
     workloads: dict[tuple[str, str], dict[str, Any]] = {}
+    node_kills: list[tuple[kills.OOMKill, str]] = []
     placed: list[tuple[str, int, core.Pod]] = []
     node_ooms: list[classify.NodeOOM] = []
     for ev in client.list("/api/v1/events", query={"fieldSelector": "involvedObject.kind=Node"}):
         if ev.get("reason") in ("SystemOOM", "OOMKilling"):
             try:
-                found = classify.node_oom_from_event(core.Event.model_validate(ev))
-            except Exception:
+                event = core.parse_event(ev)
+            except core.InvalidObject:
                 continue
+            found = classify.node_oom_from_event(event) if evidence.node_oom_problem(event) is None else None
             if found is not None:
                 node_ooms.append(found)
     for body in bodies:
@@ -72,6 +75,8 @@ def collect(
         entry = workloads.setdefault(key, {"namespace": target.namespace, "workload": target.display, "containers": {}})
         for k in seen:
             cls, reason = classify.classify(k, node_ooms=node_ooms)
+            if cls == types.Classification.NODE and k.node:
+                node_kills.append((k, target.display))
             cont = entry["containers"].setdefault(
                 k.container,
                 {"name": k.container, "type": k.container_type.value, "kills": 0, "classifications": set(),
@@ -117,10 +122,50 @@ def collect(
     candidates = [c for found in per_node.values() for c in found]
     return {
         "workloads": result_workloads,
+        "nodeKills": _node_kills(client, source, node_kills, nodes=nodes, now=at,
+                                 namespaces=[namespace] if namespace else []),
         "nodes": result_nodes,
-        "ranking": ranking(measured, candidates=candidates, prometheus=getattr(source, "url", None),
+        "ranking": ranking(measured, candidates=candidates, prometheus=_shown_url(source),
                            at=at if measured.outcome != prom_usage.Outcome.NOT_CONFIGURED else None),
     }
+
+
+# The Node kills whose culprit the report looks up, newest first: one Prometheus query each.
+MAX_CULPRIT_LOOKUPS = 20
+
+
+def _node_kills(
+    client: api.Client, source: prom_usage.Source, found: list[tuple[kills.OOMKill, str]], *,
+    nodes: dict[str, int | None], now: datetime.datetime, namespaces: list[str],
+) -> list[dict[str, Any]]:
+    """The newest Node kills with their likely culprit, names and all: the full record, which the
+    victims' namespaces may see without the culprit's names (README, "Tenancy"). With -n, only the
+    pods of that namespace are candidates; a cluster administrator's report sees every pod."""
+    newest = sorted(found, key=lambda item: (item[0].at or now, item[0].identity), reverse=True)[:MAX_CULPRIT_LOOKUPS]
+    asked: dict[tuple[str, datetime.datetime], classify.CulpritFinding] = {}
+    result = []
+    for kill, workload_name in newest:
+        place = (kill.node or "", kill.at or now)
+        if place not in asked:
+            asked[place] = culprits.on_node(client, source, node=place[0], at=place[1], capacity=nodes.get(place[0]),
+                                            namespaces=namespaces)
+        finding = asked[place]
+        culprit = finding.culprit
+        result.append({
+            "namespace": kill.namespace, "workload": workload_name, "pod": kill.pod, "container": kill.container,
+            "node": kill.node, "at": timestamps.format_or_none(kill.at),
+            "culprit": {"namespace": culprit.namespace if culprit else None, "pod": culprit.pod if culprit else None,
+                        "container": culprit.container if culprit else None,
+                        "usage": culprit.usage_bytes if culprit else None,
+                        "request": culprit.request_bytes if culprit else None, "reason": finding.reason},
+        })
+    return result
+
+
+def _shown_url(source: Any) -> str | None:
+    """The usage source's URL as the report shows it: without credentials (None without one)."""
+    url = getattr(source, "url", None)
+    return redaction.url(url) if url else None
 
 
 def ranking(
@@ -181,6 +226,11 @@ def render_table(result: dict[str, Any]) -> str:
     else:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    if result.get("nodeKills"):
+        lines.append("")
+        lines.append("Node OOM kills and their likely culprit (all names: the victims' namespaces may see figures only)")
+        for k in result["nodeKills"]:
+            lines.append(f"  {k['at'] or '-'} {k['namespace']}/{k['pod']} {k['container']} on {k['node']}: {k['culprit']['reason']}")
     lines.append("")
     lines.append(f"Next victims ranked {result['ranking']['message']}")
     for n in result["nodes"]:

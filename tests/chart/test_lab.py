@@ -229,13 +229,30 @@ def release(kube: api.Client, kubeconfig: str, chart_crds: list[str]) -> Iterato
         kube.delete(f"/api/v1/namespaces/{rel.namespace}")
 
 
-def _token(kube: api.Client, *, namespace: str, service_account: str) -> str:
-    """A token of the ServiceAccount from the TokenRequest API, as a kubelet would get it."""
+def _token(kube: api.Client, *, namespace: str, service_account: str, pod: dict[str, Any] | None = None) -> str:
+    """A token of the ServiceAccount from the TokenRequest API, as a kubelet would get it: bound to
+    `pod` when given, so that it carries the pod's node (authentication.kubernetes.io/node-name)."""
+    spec: dict[str, Any] = {"expirationSeconds": 3600}
+    if pod is not None:
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
+                                  "uid": pod["metadata"]["uid"]}
     body = kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
     token = body["status"]["token"]
     assert token.count(".") == 2, "a JWT"
     return str(token)
+
+
+AGENT_NODE = "lab-node-small"
+
+
+def _agent_pod(kube: api.Client, release: Release, node: str) -> dict[str, Any]:
+    """The release's agent pod on `node` (kwok runs the DaemonSet's pods)."""
+    def found() -> dict[str, Any] | None:
+        pods = kube.list(f"/api/v1/namespaces/{release.namespace}/pods",
+                         query={"labelSelector": "app.kubernetes.io/component=agent", "fieldSelector": f"spec.nodeName={node}"})
+        return pods[0] if pods else None
+    return kit.wait_for(found, timeout=60, what=f"the agent pod on {node}")
 
 
 def _token_kubeconfig(admin_kubeconfig: str, token: str, path: pathlib.Path) -> str:
@@ -265,7 +282,9 @@ def operator_kubeconfig(kube: api.Client, kubeconfig: str, release: Release,
 @pytest.fixture(scope="module")
 def agent_kubeconfig(kube: api.Client, kubeconfig: str, release: Release,
                      tmp_path_factory: pytest.TempPathFactory) -> str:
-    token = _token(kube, namespace=release.namespace, service_account=release.agent_sa)
+    """The token of the agent pod on AGENT_NODE, as the kubelet mounts it into that pod."""
+    token = _token(kube, namespace=release.namespace, service_account=release.agent_sa,
+                   pod=_agent_pod(kube, release, AGENT_NODE))
     return _token_kubeconfig(kubeconfig, token, tmp_path_factory.mktemp("agent-token") / "kubeconfig")
 
 
@@ -514,7 +533,7 @@ def test_agent_with_its_token_posts_the_child_kill_event(
     kube: api.Client, kubeconfig: str, agent_kubeconfig: str, release: Release, namespace: str,
     tmp_path: pathlib.Path,
 ) -> None:
-    node = "lab-node-small"
+    node = AGENT_NODE
     pods = f"/api/v1/namespaces/{namespace}/pods"
     kube.create(pods, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker"},
                        "spec": {"nodeName": node, "containers": [{
@@ -574,5 +593,88 @@ def test_agent_with_its_token_posts_the_child_kill_event(
     client = kube_client.connect(kubeconfig=agent_kubeconfig)
     assert _can(client, verb="list", resource="pods") and _can(client, verb="create", resource="events", namespace=namespace)
     for verb, resource, sub in (("get", "secrets", None), ("patch", "pods", None), ("update", "pods", "status"),
-                                ("patch", "events", None), ("list", "nodes", None)):
+                                ("patch", "events", None), ("list", "nodes", None), ("watch", "pods", None),
+                                ("get", "pods", None), ("update", "events", None), ("delete", "events", None)):
         assert not _can(client, verb=verb, resource=resource, subresource=sub, namespace=namespace), (verb, resource, sub)
+
+
+# ---- who may post the agent's evidence: the chart's ValidatingAdmissionPolicy ---------------------
+
+
+def _child_kill_event(*, namespace: str, node: str, name: str, events_api: bool = False) -> tuple[str, dict[str, Any]]:
+    """(path, body) of an OOMKillChildProcess event about a pod `victim`, claiming to come from `node`."""
+    message = ("Kernel OOM-killed 20000 processes in container app (memory limit 32Mi). | container=app "
+               f"containerID={'ab' * 32} oomKill=20000 newKills=20000 limitBytes=33554432 hitLimit=true qos=Burstable")
+    if events_api:
+        return f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name},
+            "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "victim", "namespace": namespace, "uid": "uid-victim"},
+            "reason": "OOMKillChildProcess", "note": message, "type": "Warning", "action": "OOMKill",
+            "eventTime": "2026-11-26T10:05:00.000000Z", "reportingController": "oomtuner-agent", "reportingInstance": node}
+    return f"/api/v1/namespaces/{namespace}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "victim", "namespace": namespace, "uid": "uid-victim",
+                           "fieldPath": "spec.containers{app}"},
+        "reason": "OOMKillChildProcess", "message": message, "type": "Warning",
+        "source": {"component": "oomtuner-agent", "host": node}, "reportingComponent": "oomtuner-agent",
+        "reportingInstance": node, "firstTimestamp": "2026-11-26T10:05:00Z", "lastTimestamp": "2026-11-26T10:05:00Z",
+        "count": 1}
+
+
+def _refused(attempt: Any) -> str:
+    with pytest.raises(api.ApiError) as refused:
+        attempt()
+    assert refused.value.status in (403, 422), refused.value
+    return refused.value.message
+
+
+def test_only_the_agent_on_its_own_node_may_post_child_kill_events(
+    kube: api.Client, kubeconfig: str, agent_kubeconfig: str, release: Release, namespace: str,
+) -> None:
+    agent = kube_client.connect(kubeconfig=agent_kubeconfig)
+    # The agent's token, about its own node: admitted (a server-side dry run, then for real).
+    path, body = _child_kill_event(namespace=namespace, node=AGENT_NODE, name="own-node")
+    agent.create(path, body, dry_run=True)
+    agent.create(path, body)
+    # The agent's token, claiming another node: refused by the policy.
+    path, body = _child_kill_event(namespace=namespace, node="lab-node-large", name="other-node")
+    message = _refused(lambda: agent.create(path, body, dry_run=True))
+    assert f"agent on node {AGENT_NODE} must name that node" in message, message
+    # Through events.k8s.io the agent may create nothing at all (its role names the core group only).
+    path, body = _child_kill_event(namespace=namespace, node=AGENT_NODE, name="events-api", events_api=True)
+    assert 'cannot create resource "events" in API group "events.k8s.io"' in _refused(lambda: agent.create(path, body))
+    # Anyone else, even the cluster's admin, even about the right node, in either API: refused.
+    for events_api in (False, True):
+        path, body = _child_kill_event(namespace=namespace, node=AGENT_NODE, name=f"by-admin-{int(events_api)}",
+                                       events_api=events_api)
+        assert "only the oomtuner agent" in _refused(lambda: kube.create(path, body))
+    # The agent's ServiceAccount with a token bound to no pod carries no node: refused.
+    unbound = kube_client.connect(kubeconfig=_token_kubeconfig(
+        kubeconfig, _token(kube, namespace=release.namespace, service_account=release.agent_sa),
+        pathlib.Path(agent_kubeconfig).parent / "unbound"))
+    path, body = _child_kill_event(namespace=namespace, node=AGENT_NODE, name="unbound")
+    assert "names no node" in _refused(lambda: unbound.create(path, body, dry_run=True))
+    # Turning an ordinary event into a child kill is an update, refused as well.
+    ordinary = kube.create(f"/api/v1/namespaces/{namespace}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "ordinary"}, "reason": "Started", "message": "x",
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "victim", "namespace": namespace}})
+    assert "only the oomtuner agent" in _refused(lambda: kube.replace(
+        f"/api/v1/namespaces/{namespace}/events/ordinary", {**ordinary, "reason": "OOMKillChildProcess"}))
+    # Other events are none of the policy's business.
+    kube.create(f"/api/v1/namespaces/{namespace}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "unrelated"}, "reason": "SystemOOM", "message": "x",
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "victim", "namespace": namespace}})
+    assert [e["metadata"]["name"] for e in kube.list(f"/api/v1/namespaces/{namespace}/events")
+            if e.get("reason") == "OOMKillChildProcess"] == ["own-node"]
+
+
+def test_the_admission_policy_can_be_turned_off_and_needs_1_30(release: Release) -> None:
+    def policies(*sets: str, kube_version: str | None = None) -> list[str]:
+        docs = render(sets=["agent.enabled=true", *sets]) if kube_version is None else [
+            d for d in yaml.safe_load_all(helm("template", "x", str(CHART), "--set", "agent.enabled=true", *[
+                a for s in sets for a in ("--set", s)], "--kube-version", kube_version).stdout) if d]
+        return [d["kind"] for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+    assert policies() == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert policies("agent.admissionPolicy.enabled=false") == []
+    assert policies(kube_version="1.29.0") == []

@@ -381,7 +381,7 @@ def test_agent_daemonset_reads_cgroups_read_only_and_runs_everywhere() -> None:
     state = next(m for m in c["volumeMounts"] if m["name"] == "state")
     assert f"--state-dir={state['mountPath']}" in c["args"] and "emptyDir" in volumes["state"]
     assert c["securityContext"]["privileged"] is False
-    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"}]
     assert env_of(c)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9102}
     assert daemonset["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
@@ -396,7 +396,7 @@ def test_agent_has_its_own_service_account_allowed_only_to_list_pods_and_create_
     assert spec["serviceAccountName"] == "oomtuner-agent"
     assert one(docs, "ServiceAccount", "oomtuner-agent")
     role = one(docs, "ClusterRole", "oomtuner-agent")
-    assert _grants(role["rules"]) == {("", "pods", "list"), ("", "pods", "watch"), ("", "events", "create")}
+    assert _grants(role["rules"]) == {("", "pods", "list"), ("", "events", "create")}
     binding = one(docs, "ClusterRoleBinding", "oomtuner-agent")
     assert binding["roleRef"]["name"] == "oomtuner-agent"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "oomtuner-agent", "namespace": "oomtuner-system"}]
@@ -418,7 +418,7 @@ def _parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> click.Context:
     from oomtuner import cli
 
     monkeypatch.setenv("NODE_NAME", "node-1")
-    command = cli.main.commands.get(args[0])
+    command = cli.main.get_command(click.Context(cli.main), args[0])
     assert command is not None, f"oomtuner has no command {args[0]!r}"
     try:
         return command.make_context(args[0], list(args[1:]))
@@ -620,3 +620,35 @@ def test_alert_thresholds_and_switches_come_from_values() -> None:
     assert set(rules) == {"OOMTunerRepeatedOOMKills", "OOMTunerOperatorDown"}
     assert "[6h]" in rules["OOMTunerRepeatedOOMKills"]["expr"] and ">= 5" in rules["OOMTunerRepeatedOOMKills"]["expr"]
     assert rules["OOMTunerOperatorDown"]["for"] == "3m"
+
+
+
+# ---- network access and tenancy -----------------------------------------------------------------
+
+
+def test_no_network_policy_unless_asked() -> None:
+    assert not find(render(sets=["agent.enabled=true"]), "NetworkPolicy")
+
+
+def test_the_network_policy_lets_only_the_given_peers_reach_metrics() -> None:
+    peer = "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring"
+    docs = render(sets=["networkPolicy.enabled=true", peer, "agent.enabled=true"])
+    operator, agent = one(docs, "NetworkPolicy", "oomtuner"), one(docs, "NetworkPolicy", "oomtuner-agent")
+    for policy, component in ((operator, "operator"), (agent, "agent")):
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        [rule] = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    closed = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
+    assert closed["spec"]["ingress"] == []
+
+
+def test_listeners_and_culprit_names_reach_the_command_line() -> None:
+    args = one(render(sets=["operator.metricsAddress=::", "operator.culpritNames=all", "agent.enabled=true",
+                            "agent.metricsAddress=10.0.0.1"]), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--metrics-address=::", "--liveness-address=0.0.0.0", "--culprit-names=all"} <= set(args)
+    default = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--culprit-names=same-namespace" in default
+    agent_args = one(render(sets=["agent.enabled=true", "agent.metricsAddress=10.0.0.1"]), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-address=10.0.0.1" in agent_args

@@ -311,6 +311,15 @@ def test_a_burst_of_state_events_goes_out_once_with_its_count(kube: api.Client, 
         ({"cooldown": "ten minutes"}, "cooldown"),
         ({"memory": {"requestPolicy": "Whatever"}}, "requestPolicy"),
         ({"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "matchExpressions"),
+        # size bounds: nothing grows without one
+        ({"memory": {"maxLimit": "1e1000000"}}, "maxLimit"),
+        ({"memory": {"maxLimit": "8Ei"}}, "maxLimit"),
+        ({"cooldown": "1s" * 100}, "cooldown"),
+        ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(65)}}}, "matchLabels"),
+        ({"selector": {"matchLabels": {"k" * 318: "v"}}}, "matchLabels"),
+        ({"selector": {"matchLabels": {"app": "v" * 64}}}, "matchLabels"),
+        ({"selector": {"matchExpressions": [{"key": "a", "operator": "Exists"}] * 33}}, "matchExpressions"),
+        ({"selector": {"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"] * 65}]}}, "values"),
     ],
 )
 def test_api_server_rejects_bad_policies_naming_the_field(kube: api.Client, namespace: str, spec: dict[str, Any], field: str) -> None:
@@ -330,3 +339,57 @@ def test_api_server_accepts_a_full_policy(kube: api.Client, namespace: str) -> N
                      "cooldown": "1h30m", "prometheus": {"lookback": "7d"}}}
     created = kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies", body)
     assert created["spec"] == body["spec"]  # no defaults written, nothing pruned
+
+
+def _recommendation(**status: Any) -> dict[str, Any]:
+    return {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMRecommendation", "metadata": {"name": "bounded"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}, "status": status}
+
+
+def _kill(i: int, **changes: Any) -> dict[str, Any]:
+    return {"id": f"uid/app/{i}", "pod": "web-0", "container": "app", "at": "2026-11-26T10:04:59Z", **changes}
+
+
+@pytest.mark.parametrize(
+    ("status", "field"),
+    [
+        ({"kills": [_kill(i) for i in range(21)]}, "status.kills"),
+        ({"kills": [_kill(0, limitAtKill="1" + "0" * 5000)]}, "limitAtKill"),
+        ({"kills": [_kill(0, reason="x" * 5000)]}, "reason"),
+        ({"kills": [_kill(0, pod="p" * 254)]}, "pod"),
+        ({"containers": [{"name": f"c{i}"} for i in range(513)]}, "status.containers"),
+        ({"containers": [{"name": "c" * 64}]}, "name"),
+        ({"patch": "x" * 70_000}, "patch"),
+        ({"conditions": [{"type": f"T{i}", "status": "True"} for i in range(17)]}, "conditions"),
+    ],
+)
+def test_api_server_bounds_what_a_recommendation_holds(kube: api.Client, namespace: str, status: dict[str, Any], field: str) -> None:
+    path = f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations"
+    kube.create(path, {**_recommendation(), "status": {}})
+    with pytest.raises(api.ApiError) as err:
+        kube.replace(f"{path}/bounded/status", {**_recommendation(**status),
+                                                "metadata": {"name": "bounded", "resourceVersion": kube.get(f"{path}/bounded")["metadata"]["resourceVersion"]}})
+    assert err.value.status == 422, err.value
+    assert field in err.value.message, err.value.message
+
+
+def test_an_unreadable_recommendation_gets_a_condition_naming_the_field(kube: api.Client, namespace: str) -> None:
+    from oomtuner.domain import recommendations
+
+    path = f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations"
+    kube.create(path, _recommendation())
+    body = kube.get(f"{path}/bounded")
+    body = kube.replace(f"{path}/bounded/status", {**body, "status": {
+        "kills": [_kill(0, at="9999-12-31T23:59:59-23:59")],
+        "conditions": [{"type": "Applied", "status": "True", "reason": "Patched", "message": "m",
+                        "lastTransitionTime": "2026-11-26T10:00:00Z"}]}})
+    problem = recommendations.problem(recommendation.read(body))
+    assert problem is not None and problem.startswith("status.kills[0].at: ")
+    assert store.mark_unreadable(kube, body, problem=f"OOMRecommendation {namespace}/bounded: {problem}", now="2026-11-26T10:05:00Z")
+    fresh = kube.get(f"{path}/bounded")
+    ready = {c["type"]: c for c in fresh["status"]["conditions"]}
+    assert ready["Ready"]["status"] == "False" and ready["Ready"]["reason"] == "Unreadable"
+    assert "status.kills[0].at" in ready["Ready"]["message"] and ready["Applied"]["reason"] == "Patched"
+    # Its own write comes back as a watch event: marking it again writes nothing.
+    assert not store.mark_unreadable(kube, fresh, problem=f"OOMRecommendation {namespace}/bounded: {problem}", now="2026-11-26T10:06:00Z")
+    assert kube.get(f"{path}/bounded")["metadata"]["resourceVersion"] == fresh["metadata"]["resourceVersion"]

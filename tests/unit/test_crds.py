@@ -73,7 +73,7 @@ def test_policy_schema_validations() -> None:
     assert any("increaseFactor > 1.0" in r for r in rules)
     settle = memory["settle"]["properties"]
     assert settle["enabled"]["type"] == "boolean" and (settle["margin"]["minimum"], settle["margin"]["maximum"]) == (0, 1)
-    assert settle["after"]["pattern"] and settle["after"]["maxLength"] == 32
+    assert settle["after"]["pattern"] and settle["after"]["maxLength"] == 64
     assert all(field["description"] for field in settle.values())
     assert any("self.memory.settle.after.matches('[1-9]')" in r for r in rules)
 
@@ -90,3 +90,24 @@ def test_crd_yaml_parses() -> None:
     for text in crdgen.render().values():
         doc = yaml.safe_load(text)
         assert doc["kind"] == "CustomResourceDefinition"
+
+
+def test_every_string_list_and_map_is_bounded() -> None:
+    """Anyone with `edit` may write these objects: nothing in them may grow without a bound
+    (README, "Size bounds"). A new field needs a maxLength, maxItems or maxProperties."""
+    unbounded = []
+    for name, body in crd.definitions().items():
+        schema = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            if path in (".properties.apiVersion", ".properties.kind", ".properties.metadata") or path.endswith(".anyOf[0]") \
+                    or path.endswith(".anyOf[1]"):
+                continue
+            kind = node.get("type")
+            if (kind == "string" or node.get("x-kubernetes-int-or-string")) and not (
+                    "maxLength" in node or "enum" in node or node.get("format") == "date-time"):
+                unbounded.append(f"{name}{path}: a string without maxLength")
+            if kind == "array" and "maxItems" not in node:
+                unbounded.append(f"{name}{path}: a list without maxItems")
+            if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+                unbounded.append(f"{name}{path}: a map without maxProperties")
+    assert not unbounded, "\n".join(unbounded)

@@ -10,6 +10,7 @@ SIGTERM and SIGINT end it after the poll in progress.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import logging
 import pathlib
@@ -76,6 +77,8 @@ def _setup_logging(log_format: str, verbose: bool) -> None:
                    "(a hostPath). Without it, a restart forgets kills that happened while it was down.")
 @click.option("--metrics-port", envvar="OOMTUNER_AGENT_METRICS_PORT", default=DEFAULT_METRICS_PORT,
               show_default=True, type=click.IntRange(0, 65535), help="Port of /metrics; 0 disables.")
+@click.option("--metrics-address", envvar="OOMTUNER_AGENT_METRICS_ADDRESS", default="0.0.0.0", show_default=True,
+              help="IP address /metrics listens on; 0.0.0.0: every address.")
 @click.option("--give-up-after", envvar="OOMTUNER_AGENT_GIVE_UP_AFTER", default=300.0, show_default=True,
               type=click.FloatRange(min=0), help="Seconds to keep retrying a kill whose pod is unknown or "
                                                  "whose event cannot be posted.")
@@ -90,6 +93,7 @@ def agent(
     interval: float,
     state_dir: pathlib.Path | None,
     metrics_port: int,
+    metrics_address: str,
     give_up_after: float,
     log_format: str,
     verbose: bool,
@@ -116,9 +120,11 @@ def agent(
         give_up_after=datetime.timedelta(seconds=give_up_after),
     )
     try:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, addr=str(ipaddress.ip_address(metrics_address)))
+    except ValueError:
+        raise _Fail(f"--metrics-address: an IP address to listen on, not {metrics_address!r}") from None
     except OSError as exc:
-        raise _Fail(f"--metrics-port {metrics_port}: {exc}") from None
+        raise _Fail(f"--metrics-address {metrics_address} --metrics-port {metrics_port}: {exc}") from None
     stop = threading.Event()
 
     def _stop(signum: int, frame: types.FrameType | None) -> None:

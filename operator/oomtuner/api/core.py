@@ -8,10 +8,12 @@ custom resources:
 - every field is optional with a harmless default, and an explicit `null` counts as absent, because a
   pod that has just been created has no status, a container that never ran has no state, and kwok or a
   test may write a partial status;
-- quantities stay text (`"512Mi"`, or a bare number coerced to text); turning them into bytes is
-  domain work (`domain.quantity`), where a bad value gets a readable error;
-- timestamps become timezone-aware `datetime`s (RFC 3339, "Z" accepted; a naive one is taken as UTC;
-  an empty string counts as absent).
+- quantities stay text (`"512Mi"`, or a bare number coerced to text), trimmed of white space as
+  Quantity.UnmarshalJSON trims it; turning them into bytes is domain work (`domain.quantity`),
+  where a bad value gets a readable error;
+- timestamps become timezone-aware `datetime`s in UTC (RFC 3339, "Z" accepted; a naive one is taken
+  as UTC; an empty string counts as absent; one that falls outside the years 1 to 9999 once in UTC,
+  such as `9999-12-31T23:59:59-23:59`, is refused: Go writes it back as a year no client can read).
 
 Only the fields the operator uses are modelled. `parse_pod`, `parse_node`, `parse_event` and
 `parse_resource_quota` raise `InvalidObject` with one readable line naming the object and the field,
@@ -38,20 +40,25 @@ def _timestamp_or_none(value: Any) -> Any:
     return value
 
 
-def _assume_utc(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is not None and value.tzinfo is None:
+def _in_utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=datetime.timezone.utc)
-    return value
+    try:
+        return value.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        raise ValueError("the time falls outside the years 1 to 9999 in UTC") from None
 
 
 # A resource quantity as written in the object, e.g. "512Mi". `domain.quantity.parse_bytes` gives bytes.
 QuantityText = Annotated[str, pydantic.BeforeValidator(types.quantity_text)]
 
-# A metav1.Time or metav1.MicroTime: aware datetime, or None when absent, null or "".
+# A metav1.Time or metav1.MicroTime: aware datetime in UTC, or None when absent, null or "".
 Timestamp = Annotated[
     datetime.datetime | None,
     pydantic.BeforeValidator(_timestamp_or_none),
-    pydantic.AfterValidator(_assume_utc),
+    pydantic.AfterValidator(_in_utc),
 ]
 
 ResourceList = dict[str, QuantityText]
@@ -299,6 +306,17 @@ def shows_oom_kill(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def meta_of(body: Any) -> ObjectMeta:
+    """The metadata of any body, read leniently even when the rest is invalid (to report on it);
+    never raises."""
+    meta = body.get("metadata") if isinstance(body, Mapping) else None
+    try:
+        return ObjectMeta.model_validate(meta if isinstance(meta, Mapping) else {})
+    except pydantic.ValidationError:
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        return ObjectMeta(name=name if isinstance(name, str) else "")
+
+
 def reason_of(body: Any) -> str | None:
     """An Event body's reason, read before parsing it (a cheap filter); None for anything else."""
     reason = body.get("reason") if isinstance(body, Mapping) else None
@@ -344,7 +362,7 @@ def _parse(model: type[_Model], body: Mapping[str, Any], *, kind: str) -> _Model
     try:
         return model.model_validate(dict(body))
     except pydantic.ValidationError as exc:
-        raise InvalidObject(f"{where}: {_describe(exc)}") from None
+        raise InvalidObject(f"{where}: {describe(exc)}") from None
 
 
 def _object_name(body: Any) -> str:
@@ -359,7 +377,8 @@ def _object_name(body: Any) -> str:
     return str(name or "")
 
 
-def _describe(exc: pydantic.ValidationError) -> str:
+def describe(exc: pydantic.ValidationError) -> str:
+    """The problems of a validation error on one line: `field.path[0]: what is wrong (got value)`."""
     problems = []
     for error in exc.errors():
         field = ""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from oomtuner.api import policy, recommendation
+from oomtuner.api import policy, recommendation, types
 
 CATEGORY = "oomtuner"
 
@@ -63,6 +63,11 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
     if node.get("type") == "object" and "additionalProperties" in node:
         if node["additionalProperties"] is False:
             node.pop("additionalProperties")
+    names = node.pop("propertyNames", None)  # not allowed in a structural schema: say it in CEL
+    if isinstance(names, dict) and "maxLength" in names:
+        limit = names["maxLength"]
+        node.setdefault("x-kubernetes-validations", []).append(
+            {"rule": f"self.all(k, size(k) <= {limit})", "message": f"keys must be at most {limit} characters"})
     return node
 
 
@@ -74,19 +79,21 @@ def schema_of(model: type[pydantic.BaseModel]) -> dict[str, Any]:
 
 
 def _conditions_schema() -> dict[str, Any]:
+    """metav1.Condition's schema and bounds (type 316, reason 1024, message 32768 characters)."""
     return {
         "type": "array",
         "nullable": True,
+        "maxItems": types.MAX_CONDITIONS,
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
         "items": {
             "type": "object",
             "required": ["type", "status"],
             "properties": {
-                "type": {"type": "string"},
+                "type": {"type": "string", "maxLength": 316},
                 "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "reason": {"type": "string"},
-                "message": {"type": "string"},
+                "reason": {"type": "string", "maxLength": types.SHORT_TEXT},
+                "message": {"type": "string", "maxLength": 32768},
                 "lastTransitionTime": {"type": "string", "format": "date-time", "nullable": True},
                 "observedGeneration": {"type": "integer", "nullable": True},
             },

@@ -6,7 +6,7 @@ written into the CRD schema, so the API server never rewrites the objects users 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 
@@ -21,9 +21,9 @@ PLURAL = "oompolicies"
 class LabelSelectorRequirement(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    key: str = pydantic.Field(min_length=1)
-    operator: str = pydantic.Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$")
-    values: list[str] | None = None
+    key: str = pydantic.Field(min_length=1, max_length=types.LABEL_KEY)
+    operator: str = pydantic.Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$", max_length=16)
+    values: list[types.LabelName] | None = pydantic.Field(default=None, max_length=types.MAX_VALUES)
 
 
 class LabelSelector(pydantic.BaseModel):
@@ -31,8 +31,17 @@ class LabelSelector(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    matchLabels: dict[str, str] | None = None
-    matchExpressions: list[LabelSelectorRequirement] | None = None
+    matchLabels: dict[Annotated[str, pydantic.Field(max_length=types.LABEL_KEY)], types.LabelName] | None = pydantic.Field(
+        default=None, json_schema_extra={"maxProperties": types.MAX_LABELS}
+    )
+    matchExpressions: list[LabelSelectorRequirement] | None = pydantic.Field(default=None, max_length=types.MAX_EXPRESSIONS)
+
+    @pydantic.field_validator("matchLabels")
+    @classmethod
+    def _bounded(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and len(value) > types.MAX_LABELS:
+            raise ValueError(f"at most {types.MAX_LABELS} labels")
+        return value
 
 
 class SettleSettings(pydantic.BaseModel):
@@ -51,7 +60,6 @@ class SettleSettings(pydantic.BaseModel):
     )
     after: types.Duration = pydantic.Field(
         default="24h",
-        max_length=32,
         description=(
             "How long after its last raise, with no kill since, a container is settled: usage history "
             "must cover at least 90% of that time. A duration such as 24h or 2d."
@@ -141,7 +149,7 @@ class OOMPolicyStatus(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     observedGeneration: int | None = None
-    conditions: list[types.Condition] | None = None
+    conditions: list[types.Condition] | None = pydantic.Field(default=None, max_length=types.MAX_CONDITIONS)
     matchedWorkloads: int | None = None
 
 
@@ -157,11 +165,7 @@ class OOMPolicy(pydantic.BaseModel):
 
 def identify(body: Any) -> core.ObjectMeta:
     """The metadata of a policy body, read leniently even when the rest is invalid (to report on it)."""
-    meta = body.get("metadata") if isinstance(body, dict) else None
-    try:
-        return core.ObjectMeta.model_validate(meta if isinstance(meta, dict) else {})
-    except pydantic.ValidationError:
-        return core.ObjectMeta(name=str(meta.get("name") or "") if isinstance(meta, dict) else "")
+    return core.meta_of(body)
 
 
 def status_of(body: Any) -> OOMPolicyStatus | None:

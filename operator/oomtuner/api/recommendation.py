@@ -18,14 +18,21 @@ VERSION = policy.VERSION
 KIND = "OOMRecommendation"
 PLURAL = "oomrecommendations"
 MAX_KILLS = 20
+# Pods with kills one recommendation remembers (pods that are gone are pruned first): about 150 bytes
+# each, so the status stays well under etcd's request limit.
+MAX_COUNTED = 5000
+MAX_CHANGES = 20
+# A kill's identity: `<pod uid>/<container>/<finishedAt>`, or a child kill's
+# `<pod uid>/<container>/child/<container id>/<counter>`.
+ID = types.UID + types.LABEL + 256
 
 
 class TargetRef(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    apiVersion: str = pydantic.Field(min_length=1)
-    kind: str = pydantic.Field(pattern=kinds.KIND_PATTERN)
-    name: str = pydantic.Field(min_length=1)
+    apiVersion: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
+    kind: str = pydantic.Field(pattern=kinds.KIND_PATTERN, max_length=16)
+    name: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
 
 
 class OOMRecommendationSpec(pydantic.BaseModel):
@@ -47,16 +54,16 @@ class Resources(pydantic.BaseModel):
 class ContainerStatus(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    name: str
+    name: types.LabelName
     type: types.ContainerType = types.ContainerType.CONTAINER
     current: Resources = pydantic.Field(default_factory=Resources)
     recommended: Resources = pydantic.Field(default_factory=Resources)
     classification: types.Classification = types.Classification.UNKNOWN
     phase: types.Phase = types.Phase.PENDING
     oomKills: int = 0
-    lastOOMAt: str | None = None
-    reason: str = ""
-    cappedBy: str | None = None
+    lastOOMAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
+    reason: str = pydantic.Field(default="", max_length=types.NOTES)
+    cappedBy: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT)
     settled: bool = pydantic.Field(
         default=False,
         description="The recommended memory settles a raise of the operator's own: lower than what it raised it to.",
@@ -70,32 +77,32 @@ class Culprit(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    namespace: str | None = None
-    pod: str | None = None
-    container: str | None = None
+    namespace: types.LabelName | None = None
+    pod: types.Name | None = None
+    container: types.LabelName | None = None
     usage: types.Quantity | None = pydantic.Field(default=None, description="Its peak working set near the kill.")
     request: types.Quantity | None = pydantic.Field(default=None, description="Its memory request.")
-    reason: str = pydantic.Field(default="", description="The evidence, or why no culprit is named.")
+    reason: str = pydantic.Field(default="", max_length=types.SENTENCE, description="The evidence, or why no culprit is named.")
 
 
 class Kill(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    id: str = pydantic.Field(description="The kill's identity, used to count it once.")
-    pod: str
-    podUID: str | None = None
-    container: str
+    id: str = pydantic.Field(max_length=ID, description="The kill's identity, used to count it once.")
+    pod: types.Name
+    podUID: str | None = pydantic.Field(default=None, max_length=types.UID)
+    container: types.LabelName
     containerType: types.ContainerType = types.ContainerType.CONTAINER
-    node: str | None = None
-    at: str | None = None
+    node: types.Name | None = None
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     restartCount: int = 0
     limitAtKill: types.Quantity | None = None
     requestAtKill: types.Quantity | None = None
     qosClass: types.QOSClass | None = None
     oomScoreAdj: int | None = None
     classification: types.Classification = types.Classification.UNKNOWN
-    reason: str = ""
-    startedAt: str | None = None
+    reason: str = pydantic.Field(default="", max_length=types.SENTENCE)
+    startedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     stale: bool = pydantic.Field(
         default=False,
         description="Killed below the memory the workload already had (an old pod during a rollout, a late "
@@ -113,9 +120,9 @@ class ChildKillsCounted(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    containerID: str = pydantic.Field(description="The container instance (runtime ID without the scheme).")
+    containerID: str = pydantic.Field(max_length=types.UID, description="The container instance (runtime ID without the scheme).")
     counter: int = pydantic.Field(ge=0, description="The highest value of its OOM kill counter counted.")
-    at: str | None = pydantic.Field(default=None, description="When the agent reported that value.")
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When the agent reported that value.")
 
 
 class Counted(pydantic.BaseModel):
@@ -128,15 +135,16 @@ class Counted(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    podUID: str = pydantic.Field(description="The pod's UID: a pod that is gone never shows a kill again.")
-    container: str
-    kills: list[str] = pydantic.Field(
+    podUID: str = pydantic.Field(max_length=types.UID, description="The pod's UID: a pod that is gone never shows a kill again.")
+    container: str = pydantic.Field(max_length=types.LABEL)
+    kills: list[types.Name] = pydantic.Field(
         default_factory=list,
+        max_length=4,
         description="The newest kills counted from the pod status (at most two, oldest first), each by its "
         "finishedAt in UTC (or, where the kubelet gave none, its container ID).",
     )
     childKills: list[ChildKillsCounted] = pydantic.Field(
-        default_factory=list, description="The node agent's kills counted, per container instance (at most two)."
+        default_factory=list, max_length=4, description="The node agent's kills counted, per container instance (at most two)."
     )
 
 
@@ -145,14 +153,15 @@ class Applied(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    name: str
+    name: str = pydantic.Field(max_length=types.LABEL)
     original: Resources = pydantic.Field(
         default_factory=Resources, description="What the template had before the operator first changed it."
     )
     applied: Resources = pydantic.Field(default_factory=Resources, description="What the operator applied last.")
-    at: str | None = pydantic.Field(default=None, description="When it applied it.")
-    raisedAt: str | None = pydantic.Field(default=None, description="When the operator last raised it.")
-    settledAt: str | None = pydantic.Field(default=None, description="When the operator last settled a raise.")
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When it applied it.")
+    raisedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When the operator last raised it.")
+    settledAt: str | None = pydantic.Field(
+        default=None, max_length=types.TIMESTAMP, description="When the operator last settled a raise.")
 
 
 class Change(pydantic.BaseModel):
@@ -160,50 +169,56 @@ class Change(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    at: str
-    container: str
-    kind: str = pydantic.Field(description="Raise or Settle.")
-    before: Resources = pydantic.Field(default_factory=Resources)
-    after: Resources = pydantic.Field(default_factory=Resources)
-    trigger: str = pydantic.Field(default="", description="auto, approval, settle …")
+    at: str = pydantic.Field(max_length=types.TIMESTAMP, description="When the change was applied.")
+    container: str = pydantic.Field(max_length=types.LABEL)
+    kind: str = pydantic.Field(pattern=r"^(Raise|Settle)$", max_length=8, description="Raise or Settle.")
+    before: Resources = pydantic.Field(default_factory=Resources, description="The container's memory before.")
+    after: Resources = pydantic.Field(default_factory=Resources, description="The container's memory after.")
+    trigger: str = pydantic.Field(default="", max_length=types.SHORT_TEXT, description="auto, approval, settle …")
 
 
 class OOMRecommendationStatus(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     phase: types.Phase | None = None
-    target: str | None = pydantic.Field(default=None, description="kind/name of the workload.")
+    target: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="kind/name of the workload.")
     totalKills: int = 0
-    current: str | None = pydantic.Field(default=None, description="Current memory, for display.")
-    recommended: str | None = pydantic.Field(default=None, description="Recommended memory, for display.")
-    containers: list[ContainerStatus] = pydantic.Field(default_factory=list)
-    kills: list[Kill] = pydantic.Field(default_factory=list)
+    current: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="Current memory, for display.")
+    recommended: str | None = pydantic.Field(
+        default=None, max_length=types.SHORT_TEXT, description="Recommended memory, for display."
+    )
+    containers: list[ContainerStatus] = pydantic.Field(default_factory=list, max_length=types.MAX_CONTAINERS)
+    kills: list[Kill] = pydantic.Field(default_factory=list, max_length=MAX_KILLS)
     counted: list[Counted] = pydantic.Field(
         default_factory=list,
+        max_length=MAX_COUNTED,
         description="Every kill counted, per pod and container, so a kill is counted once across restarts; "
         "entries of pods that are gone are dropped.",
     )
     applied: list[Applied] = pydantic.Field(
-        default_factory=list, description="Per container, the memory the operator set and what it replaced."
+        default_factory=list, max_length=types.MAX_CONTAINERS,
+        description="Per container, the memory the operator set and what it replaced.",
     )
     changes: list[Change] = pydantic.Field(
-        default_factory=list, description="The operator's changes to the workload's memory, newest last (the last 20)."
+        default_factory=list, max_length=MAX_CHANGES,
+        description="The operator's changes to the workload's memory, newest last (the last 20).",
     )
     nextAttemptAt: str | None = pydantic.Field(
-        default=None, description="When a patch that failed for a passing reason is tried again."
+        default=None, max_length=types.TIMESTAMP, description="When a patch that failed for a passing reason is tried again."
     )
-    attempts: int | None = pydantic.Field(default=None, description="Patch attempts that failed for a passing reason.")
-    policy: str | None = pydantic.Field(default=None, description="The OOMPolicy that applied, if any.")
+    attempts: int | None = pydantic.Field(default=None, ge=0, description="Patch attempts that failed for a passing reason.")
+    policy: str | None = pydantic.Field(default=None, max_length=types.SUBDOMAIN, description="The OOMPolicy that applied, if any.")
     mode: types.Mode | None = None
     dataSource: str | None = pydantic.Field(
-        default=None, description="What the recommendation was computed from: kills only, or Prometheus."
+        default=None, max_length=types.SHORT_TEXT,
+        description="What the recommendation was computed from: kills only, or Prometheus.",
     )
-    appliedAt: str | None = None
+    appliedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
     appliedGeneration: int | None = pydantic.Field(
         default=None, description="The spec generation whose approval was applied."
     )
-    patch: str | None = pydantic.Field(default=None, description="The ready patch YAML, when not applied.")
-    conditions: list[types.Condition] = pydantic.Field(default_factory=list)
+    patch: str | None = pydantic.Field(default=None, max_length=types.PATCH, description="The ready patch YAML, when not applied.")
+    conditions: list[types.Condition] = pydantic.Field(default_factory=list, max_length=types.MAX_CONDITIONS)
     observedGeneration: int | None = None
 
 
@@ -231,3 +246,19 @@ def alternate_name_for(*, kind: str, name: str, uid: str) -> str:
 
 def parse(body: Any) -> OOMRecommendation:
     return OOMRecommendation.model_validate(body)
+
+
+class InvalidRecommendation(ValueError):
+    """A recommendation the operator cannot read; the message names the object and the field."""
+
+
+def read(body: Any) -> OOMRecommendation:
+    """Parse a recommendation body; raises InvalidRecommendation with one line naming the object and
+    each field, e.g. `OOMRecommendation shop/deployment-web: status.kills[3].pod: ...`."""
+    try:
+        return parse(body)
+    except pydantic.ValidationError as exc:
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        where = f"{KIND} {meta.get('namespace') or ''}/{meta.get('name') or ''}"
+        raise InvalidRecommendation(f"{where}: {core.describe(exc)}") from None

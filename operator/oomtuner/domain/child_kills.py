@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from oomtuner.api import core, types
-from oomtuner.domain import kills, qos, quantity, resources
+from oomtuner.domain import evidence, kills, qos, quantity, resources
 
 REASON = "OOMKillChildProcess"
 COMPONENT = "oomtuner-agent"
@@ -206,7 +206,9 @@ def kills_from_event(
     pod: core.Pod | None,
     node_memory_capacity: int | None = None,
 ) -> list[ChildOOMKill]:
-    """Every kill an OOMKillChildProcess event stands for (its `newKills`), older first.
+    """Every kill an OOMKillChildProcess event stands for (its `newKills`, the newest
+    `evidence.MAX_KILLS_PER_EVENT` of them at most), older first. Whether the event may count at all
+    is `evidence.child_kill_problem`'s question, asked before this one.
 
     The kills share the event's time (eventTime, else lastTimestamp, firstTimestamp, creation time)
     and differ in their counter value, hence in identity.
@@ -271,7 +273,7 @@ def kills_from_event(
             if bare_container_id(status.containerID) == facts.container_id and status.state.running is not None:
                 started_at = status.state.running.startedAt
 
-    first = facts.oom_kill - facts.new_kills + 1
+    first = facts.oom_kill - min(facts.new_kills, evidence.MAX_KILLS_PER_EVENT) + 1
     return [
         ChildOOMKill(
             namespace=namespace,

@@ -167,19 +167,21 @@ def classify(
 class Culprit:
     """The container on a node using the most memory beyond its request: the likely cause of a node OOM."""
 
-    namespace: str
-    pod: str
-    container: str
+    namespace: str | None
+    pod: str | None
+    container: str | None
     usage_bytes: int
     request_bytes: int | None
     excess_bytes: int
 
     @property
     def reason(self) -> str:
-        """One sentence of evidence, e.g. "shop/web-0/app uses 900Mi, 700Mi above its request 200Mi"."""
+        """One sentence of evidence, e.g. "shop/web-0/app uses 900Mi, 700Mi above its request 200Mi";
+        a culprit whose names are withheld (`redaction.culprit`) is "a container in another namespace"."""
         request = quantity.humanize(self.request_bytes) if self.request_bytes else "none"
+        who = f"{self.namespace}/{self.pod}/{self.container}" if self.pod else "a container in another namespace"
         return (
-            f"{self.namespace}/{self.pod}/{self.container} uses {quantity.humanize(self.usage_bytes)}, "
+            f"{who} uses {quantity.humanize(self.usage_bytes)}, "
             f"{quantity.humanize(self.excess_bytes)} above its request ({request})"
         )
 
@@ -218,6 +220,7 @@ class CulpritFinding:
 
     culprit: Culprit | None
     reason: str
+    basis: str = ""  # where the usage came from, when a culprit is named
 
 
 def no_culprit(why: str) -> CulpritFinding:
@@ -251,7 +254,7 @@ def culprit_on_node(
         candidates += qos.candidates_from_pod(pod, node_memory_capacity=node_memory_capacity, usage=measured)
     found = likely_culprit(candidates)
     if found is not None:
-        return CulpritFinding(culprit=found, reason=f"likely culprit: {found.reason}; {basis}")
+        return CulpritFinding(culprit=found, reason=f"likely culprit: {found.reason}; {basis}", basis=basis)
     measured_count = sum(1 for c in candidates if c.usage_bytes is not None)
     if not measured_count:
         return no_culprit(f"no usage data for the containers of the {len(pods)} pod(s) on node {node}")

@@ -171,7 +171,10 @@ def unseen(status: recommendation.OOMRecommendationStatus, candidates: Sequence[
 
 
 def count(counted: Sequence[recommendation.Counted], added: Sequence[kills.OOMKill]) -> list[recommendation.Counted]:
-    """The per-container record with `added` counted (given oldest first)."""
+    """The per-container record with `added` counted (given oldest first). It holds at most
+    `recommendation.MAX_COUNTED` pod containers: past that (pods that are gone are pruned first, see
+    `prune`), the ones counted longest ago make room — their pods would have to show a kill again,
+    with no kill since, to be counted twice."""
     result = [c.model_copy(deep=True) for c in counted]
     for kill in added:
         entry = _entry(result, kill)
@@ -191,7 +194,9 @@ def count(counted: Sequence[recommendation.Counted], added: Sequence[kills.OOMKi
             suffix = _suffix(kill)
             if suffix not in entry.kills:
                 entry.kills = (entry.kills + [suffix])[-KILLS_KEPT:]
-    return result
+        result.remove(entry)
+        result.append(entry)  # most recently counted last
+    return result[-recommendation.MAX_COUNTED:]
 
 
 def prune(counted: Sequence[recommendation.Counted], *, gone: set[str]) -> list[recommendation.Counted]:

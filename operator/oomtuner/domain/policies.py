@@ -10,6 +10,10 @@ import datetime
 from oomtuner.api import policy
 from oomtuner.domain import duration, quantity
 
+# The smallest maxLimit that makes sense: recommendations are whole MiB, so a cap below one MiB would
+# hold every container below anything the operator could recommend.
+MIN_MAX_LIMIT = quantity.MIB
+
 
 def problem(parsed: policy.OOMPolicy) -> str | None:
     """`field: what is wrong` for the first problem found, or None."""
@@ -17,12 +21,13 @@ def problem(parsed: policy.OOMPolicy) -> str | None:
     for field, value in (("spec.memory.minIncrease", mem.minIncrease), ("spec.memory.maxLimit", mem.maxLimit)):
         if value is None:
             continue
-        try:
-            amount = quantity.parse_bytes(value)
-        except quantity.QuantityError as exc:
-            return f"{field}: {exc}"
-        if field.endswith("maxLimit") and amount <= 0:
-            return f"{field}: must be more than 0"
+        found = quantity.problem(field, value)
+        if found:
+            return found
+        amount = quantity.parse_bytes(value)
+        if field.endswith("maxLimit") and amount < MIN_MAX_LIMIT:
+            return (f"{field}: {value!r} is {amount} byte(s), less than 1Mi: recommendations are whole MiB, "
+                    "so no recommendation could stay under it")
     durations = (
         ("spec.cooldown", parsed.spec.cooldown),
         ("spec.prometheus.lookback", parsed.spec.prometheus.lookback),

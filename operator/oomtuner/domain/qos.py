@@ -100,6 +100,10 @@ def effective_qos_class(pod: core.Pod) -> types.QOSClass:
     The API server persists the class at creation and it never changes (a resize must keep it), so the
     status is the better source; an unknown value there is ignored rather than trusted.
     """
+    return resources.derived(pod, "effective qos class", lambda: _effective_qos_class(pod))
+
+
+def _effective_qos_class(pod: core.Pod) -> types.QOSClass:
     persisted = pod.status.qosClass
     if persisted:
         try:
@@ -164,6 +168,11 @@ def _remaining_pod_memory_per_container(pod: core.Pod) -> int:
     return _go_div(remaining, count)
 
 
+def _smallest_regular_request(pod: core.Pod) -> int:
+    """The smallest memory request of the pod's regular containers (0 for one without a request)."""
+    return min(resources.memory_request(pod, container.name) or 0 for container in pod.spec.containers)
+
+
 def oom_score_adj(*, pod: core.Pod, container_name: str, node_memory_capacity: int | None) -> int | None:
     """The oom_score_adj the kubelet gives a container, as GetContainerOOMScoreAdjust computes it.
 
@@ -191,14 +200,16 @@ def oom_score_adj(*, pod: core.Pod, container_name: str, node_memory_capacity: i
         return None
     capacity = node_memory_capacity
     request = resources.memory_request(pod, container_name) or 0
-    share = _remaining_pod_memory_per_container(pod) if _pod_level_requests_set(pod) else 0
+    share = (
+        resources.derived(pod, "pod-level memory share", lambda: _remaining_pod_memory_per_container(pod))
+        if _pod_level_requests_set(pod)
+        else 0
+    )
     adjust = 1000 - _go_div(1000 * (request + share), capacity)
 
     found = resources.find_container(pod, container_name)
     if found is not None and found[1] == types.ContainerType.SIDECAR and pod.spec.containers:
-        smallest_regular = min(
-            resources.memory_request(pod, container.name) or 0 for container in pod.spec.containers
-        )
+        smallest_regular = resources.derived(pod, "smallest regular request", lambda: _smallest_regular_request(pod))
         adjust = min(adjust, 1000 - _go_div(1000 * (smallest_regular + share), capacity))
 
     if adjust < 1000 + GUARANTEED_OOM_SCORE_ADJ:

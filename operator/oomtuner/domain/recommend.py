@@ -9,7 +9,8 @@ reader of the OOMRecommendation can check it.
 - A Node kill raises the request towards what the container really uses, so the scheduler reserves
   it, and gives a limit to a container that has none so it cannot take the node down again.
 - Caps (policy maxLimit, LimitRange max, ResourceQuota headroom, largest node allocatable) bound the
-  result; at a cap the phase is Capped and `capped_by` says which one.
+  result; at a cap the phase is Capped and `capped_by` says which one. Nothing is ever recommended
+  above `quantity.MAX_MEMORY`, the largest whole MiB a quantity (int64) holds.
 - Resources are never lowered, below either the current values or an earlier recommendation:
   downsizing is another tool's job.
 - Three or more Limit kills at successively raised limits, each after a similar lifetime, or a steady
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fractions
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from oomtuner.domain import classify, duration, kills, quantity
 from oomtuner.domain import usage as domain_usage
 
 DEFAULT_MIN_INCREASE = 64 * quantity.MIB
+_LARGEST = (quantity.MAX_MEMORY, f"the largest memory a quantity holds ({quantity.format_bytes(quantity.MAX_MEMORY)})")
 # A Node-killed container without a limit gets one at this multiple of its request.
 NODE_LIMIT_TO_REQUEST = 2
 # Leak heuristics (see `_suspected_leak`): kill lifetimes within ±50% of their median are "similar";
@@ -114,6 +117,7 @@ class ContainerRecommendation:
     last_oom_at: datetime.datetime | None
 
 
+@functools.lru_cache(maxsize=256)
 def _fraction(value: float) -> fractions.Fraction:
     """The decimal the user wrote (1.5, 0.15), not the binary float nearest to it."""
     return fractions.Fraction(repr(value))
@@ -148,7 +152,7 @@ def _min_increase(settings: policy.MemorySettings, notes: list[str]) -> int:
 def _limit_caps(
     *, settings: policy.MemorySettings, caps: Caps, current: ContainerResources, notes: list[str]
 ) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = [_LARGEST]
     if settings.maxLimit is not None:
         try:
             value = quantity.parse_bytes(settings.maxLimit)
@@ -170,7 +174,7 @@ def _limit_caps(
 
 
 def _request_caps(caps: Caps) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = [_LARGEST]
     if caps.limit_range_max is not None:
         found.append((caps.limit_range_max, f"LimitRange max {_h(caps.limit_range_max)}"))
     if caps.largest_node_allocatable is not None:
@@ -181,10 +185,11 @@ def _request_caps(caps: Caps) -> list[tuple[int, str]]:
 
 
 def _apply_caps(value: int, bounds: Sequence[tuple[int, str]]) -> tuple[int, str | None]:
-    """The value bounded by the smallest cap, and that cap's description if it bound (first on ties)."""
+    """The value bounded by the smallest cap, and that cap's description if it bound (first on ties,
+    so a real cap is named before `_LARGEST`, which comes first in the list only to be found last)."""
     if not bounds:
         return value, None
-    smallest = min(bounds, key=lambda bound: bound[0])
+    smallest = min(bounds, key=lambda bound: (bound[0], bound is _LARGEST))
     if value > smallest[0]:
         return smallest[0], smallest[1]
     return value, None
@@ -605,6 +610,9 @@ def _follow_limit(
         notes.append(f"request equals the limit ({_h(new_limit)})")
         return new_limit
     if policy_name == types.RequestPolicy.UNCHANGED or current_request is None:
+        return current_request
+    if base_limit <= 0:
+        notes.append("no limit to keep the request's ratio to: the request stays")
         return current_request
     scaled = quantity.round_up_mib(_ceil(fractions.Fraction(current_request * new_limit, base_limit)))
     result = max(scaled, current_request)

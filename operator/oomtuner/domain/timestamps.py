@@ -17,11 +17,14 @@ def format_or_none(at: datetime.datetime | None) -> str | None:
 
 
 def parse(text: str | None) -> datetime.datetime | None:
-    """An aware datetime, or None for an empty or unreadable text (never raises)."""
+    """An aware datetime in UTC, or None for an empty or unreadable text, or one outside the years 1 to
+    9999 once in UTC (`9999-12-31T23:59:59-23:59`). Never raises."""
     if not text:
         return None
     try:
         parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=datetime.timezone.utc)
+        return parsed.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.timezone.utc)

@@ -73,7 +73,7 @@ def containers_of(pod: core.Pod) -> list[recommend.ContainerResources]:
 
 def _resources(c: core.Container, kind: types.ContainerType) -> recommend.ContainerResources:
     return recommend.ContainerResources(
-        name=c.name, type=kind, request=resources.bytes_of(c.resources.requests), limit=resources.bytes_of(c.resources.limits)
+        name=c.name, type=kind, request=resources.bytes_of(c.resources.requests), limit=resources.limit_bytes(c.resources.limits)
     )
 
 

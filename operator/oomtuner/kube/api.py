@@ -6,7 +6,9 @@ module sends requests through `ApiClient` (which owns authentication, TLS and pr
 kubeconfig or the in-cluster service account) and hands back plain dicts. It also counts requests
 per verb (`oomtuner_api_requests_total`), which `bench/` reads.
 
-Every call is synchronous; async callers run it with `asyncio.to_thread`.
+Every call is synchronous; async callers run it with `asyncio.to_thread`. Whatever goes wrong on
+the way (no connection, a timeout, a TLS failure, an answer that is not JSON, such as a proxy's HTML
+page with status 200) is an ApiError with one readable line, never urllib3's exceptions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Mapping
 import kubernetes
 import prometheus_client
 import urllib3
+
+from oomtuner.domain import redaction
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -66,6 +70,15 @@ def passing(error: BaseException) -> bool:
     return isinstance(error, (OSError, urllib3.exceptions.HTTPError))
 
 
+class Unreachable(ApiError):
+    """No usable answer at all: the connection failed or timed out, or the answer was not JSON."""
+
+    def __init__(self, *, why: str, method: str, path: str, server: str):
+        self.server = redaction.url(server)
+        super().__init__(status=0, reason=why, body=None, method=method, path=path)
+        Exception.__init__(self, f"{method} {path}: no answer from the API server at {self.server}: {why}")
+
+
 class Conflict(ApiError):
     pass
 
@@ -104,15 +117,29 @@ class Client:
             response = self.api_client.call_api(
                 method, url, header_params=headers, body=payload, _request_timeout=self.timeout
             )
+            data = response.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.exceptions.ApiException as exc:
-            raise _error(status=exc.status or 0, reason=exc.reason or "", data=exc.body, method=method, path=path) from None
-        data = response.read()  # type: ignore[no-untyped-call]
+            if not exc.status:  # the kubernetes client's wrapping of a TLS failure
+                raise self._unreachable(_transport_problem(exc, timeout=self.timeout), method=method, path=path) from None
+            raise _error(status=exc.status, reason=exc.reason or "", data=exc.body, method=method, path=path) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unreachable(_transport_problem(exc, timeout=self.timeout), method=method, path=path) from None
         if response.status >= 400:
             raise _error(status=response.status, reason=response.reason or "", data=data, method=method, path=path)
         if not data:
             return {}
-        decoded = json.loads(data)
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError):
+            kind = (response.headers or {}).get("Content-Type") or "no content type"
+            raise self._unreachable(
+                f"status {response.status} with an answer that is not JSON ({kind}, {len(data)} bytes)",
+                method=method, path=path,
+            ) from None
         return decoded if isinstance(decoded, dict) else {"items": decoded}
+
+    def _unreachable(self, why: str, *, method: str, path: str) -> Unreachable:
+        return Unreachable(why=why, method=method, path=path, server=str(self.api_client.configuration.host))
 
     def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return self.request("GET", path, query=query)
@@ -125,13 +152,18 @@ class Client:
             return None
 
     def list(self, path: str, *, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """All items of a collection, following `continue` tokens page by page."""
+        """All items of a collection, following `continue` tokens page by page. An answer whose items
+        are not objects raises Unreachable."""
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": 500, **(query or {})}
         while True:
             page = self.get(path, query=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+            found = page.get("items") or []
+            metadata = page.get("metadata") or {}
+            if not isinstance(found, list) or not all(isinstance(i, dict) for i in found) or not isinstance(metadata, dict):
+                raise self._unreachable("an answer that is not a list of objects", method="GET", path=path)
+            items.extend(found)
+            token = metadata.get("continue")
             if not token:
                 return items
             params["continue"] = token
@@ -169,6 +201,23 @@ class Client:
             self.request("DELETE", path)
         except NotFound:
             pass
+
+
+def _transport_problem(exc: BaseException, *, timeout: float) -> str:
+    """What went wrong on the way, in a few words: urllib3 wraps the cause (MaxRetryError.reason)."""
+    cause: BaseException = getattr(exc, "reason", None) or exc
+    if not isinstance(cause, BaseException):
+        cause = exc
+    text = " ".join(str(cause).split())
+    for marker, words in (("Connection refused", "connection refused"), ("Name or service not known", "unknown host"),
+                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"), ("No route to host", "no route to host"),
+                          ("Connection reset", "connection reset"), ("RemoteDisconnected", "the server closed the connection")):
+        if marker in text or marker in type(cause).__name__:
+            return words
+    if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in text:  # after refused: a subclass of it
+        return f"no answer within {timeout:g}s"
+    text = redaction.text(text)
+    return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
 
 
 def _error(*, status: int, reason: str, data: Any, method: str, path: str) -> ApiError:

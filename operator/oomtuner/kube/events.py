@@ -33,6 +33,7 @@ class Reason(str, enum.Enum):
     RECOMMENDATION_CAPPED = "RecommendationCapped"
     SUSPECTED_LEAK = "SuspectedLeak"
     POLICY_INVALID = "PolicyInvalid"
+    RECOMMENDATION_UNREADABLE = "RecommendationUnreadable"
 
 
 WARNINGS = {
@@ -42,6 +43,7 @@ WARNINGS = {
     Reason.RECOMMENDATION_CAPPED,
     Reason.SUSPECTED_LEAK,
     Reason.POLICY_INVALID,
+    Reason.RECOMMENDATION_UNREADABLE,
 }
 
 

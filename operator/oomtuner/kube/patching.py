@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
-import urllib3
-
 from oomtuner.domain import patch, workload
 from oomtuner.kube import api, owners
 

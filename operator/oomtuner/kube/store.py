@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 import pydantic
@@ -42,7 +43,7 @@ def _policy_path(namespace: str, name: str | None = None, *, sub: str | None = N
 def get_recommendation(client: api.Client, *, namespace: str, name: str) -> recommendation.OOMRecommendation | None:
     """The recommendation, or None on 404."""
     body = client.get_or_none(_rec_path(namespace, name))
-    return recommendation.parse(body) if body is not None else None
+    return recommendation.read(body) if body is not None else None
 
 
 def list_recommendations(client: api.Client, *, namespace: str | None = None) -> list[recommendation.OOMRecommendation]:
@@ -53,10 +54,9 @@ def list_recommendations(client: api.Client, *, namespace: str | None = None) ->
     result = []
     for body in client.list(path):
         try:
-            result.append(recommendation.parse(body))
-        except pydantic.ValidationError as exc:
-            meta = body.get("metadata") or {}
-            logger.warning("skipping unreadable OOMRecommendation %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+            result.append(recommendation.read(body))
+        except recommendation.InvalidRecommendation as exc:
+            logger.warning("skipping an unreadable recommendation: %s", exc)
     return result
 
 
@@ -158,6 +158,34 @@ def update_recommendation_status(
     raise RuntimeError(f"OOMRecommendation {namespace}/{name}: status kept changing under us")
 
 
+UNREADABLE = "Unreadable"
+
+
+def mark_unreadable(client: api.Client, body: Mapping[str, Any], *, problem: str, now: str) -> bool:
+    """Say on a recommendation the operator cannot read what is wrong with it: condition Ready
+    False, reason Unreadable, `problem` (which names the field) as the message. The other conditions
+    stay; the status is not parsed, only its conditions read as raw data. Returns whether it wrote
+    (not when the same condition is there already, so a watch event of its own write changes
+    nothing; nor on 404). The caller posts the RecommendationUnreadable event."""
+    meta = _mapping(body.get("metadata"))
+    status = _mapping(body.get("status"))
+    raw = _items(status.get("conditions"))
+    kept = [c for c in raw if isinstance(c, Mapping) and isinstance(c.get("type"), str) and c.get("type") != "Ready"]
+    old = next((c for c in raw if isinstance(c, Mapping) and c.get("type") == "Ready"), {})
+    message = problem[:types.SHORT_TEXT * 8]
+    if old.get("status") == "False" and old.get("reason") == UNREADABLE and old.get("message") == message:
+        return False
+    ready = condition(type_="Ready", ok=False, reason=UNREADABLE, message=message, now=now,
+                      generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None)
+    conditions = [dict(c) for c in kept][: types.MAX_CONDITIONS - 1] + [ready.model_dump(mode="json", exclude_none=True)]
+    try:
+        client.merge_patch(_rec_path(str(meta.get("namespace") or ""), str(meta.get("name") or ""), sub="status"),
+                           {"status": {"conditions": conditions}})
+    except api.NotFound:
+        return False
+    return True
+
+
 def list_policies(client: api.Client, *, namespace: str | None = None) -> list[dict[str, Any]]:
     """Raw OOMPolicy bodies: parsing (and reporting what is invalid) is the caller's job."""
     if namespace:
@@ -189,3 +217,11 @@ def condition(*, type_: str, ok: bool, reason: str, message: str, now: str, gene
         lastTransitionTime=now,
         observedGeneration=generation,
     )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

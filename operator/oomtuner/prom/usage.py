@@ -63,7 +63,7 @@ from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
 from oomtuner import config
-from oomtuner.domain import duration, kills, quantity, recommend, settle
+from oomtuner.domain import duration, kills, quantity, recommend, redaction, settle
 from oomtuner.domain import usage as domain_usage
 from oomtuner.prom import metrics
 
@@ -609,6 +609,11 @@ class PrometheusUsage:
             timeout=self.timeout,  # type: ignore[arg-type]
         )
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages, conditions, events and logs show it: without credentials."""
+        return redaction.url(self.url)
+
     def history(self, query: Query) -> History:
         if not query.containers:
             return History(outcome=Outcome.NO_DATA, message="no containers to look up", lookback=query.lookback)
@@ -630,7 +635,7 @@ class PrometheusUsage:
             return History(
                 outcome=Outcome.UNAVAILABLE,
                 lookback=query.lookback,
-                message=f"Prometheus at {self.url}: {exc}; computed from the kills alone",
+                message=f"Prometheus at {self.shown_url}: {exc}; computed from the kills alone",
             )
         return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus")
 
@@ -675,7 +680,7 @@ class PrometheusUsage:
             found = self._query(node_query(query), at=query.at,
                                 parse=lambda rows: parse_node_usage(rows, pods=query.pods))
         except QueryFailed as exc:
-            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.shown_url}: {exc}")
         window = duration.format(query.window)
         if not found:
             return NodeUsage(
@@ -698,11 +703,11 @@ class PrometheusUsage:
             for promql in current_queries(wanted):
                 found.update(self._query(promql, at=at, parse=lambda rows: parse_node_usage(rows, pods=wanted)))
         except QueryFailed as exc:
-            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+            return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.shown_url}: {exc}")
         if not found:
             return NodeUsage(outcome=Outcome.NO_DATA,
-                             message=f"Prometheus at {self.url} has no {WORKING_SET} for the {len(wanted)} pod(s)")
-        return NodeUsage(outcome=Outcome.USED, usage=found, message=f"working set now, from Prometheus at {self.url}")
+                             message=f"Prometheus at {self.shown_url} has no {WORKING_SET} for the {len(wanted)} pod(s)")
+        return NodeUsage(outcome=Outcome.USED, usage=found, message=f"working set now, from Prometheus at {self.shown_url}")
 
     def _guarded(self, call: Callable[[], Any], parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
         """Run one query through the breaker; any failure (sending, HTTP, reading the answer) is
@@ -757,7 +762,7 @@ def _short(exc: BaseException) -> str:
     for marker in ("Read timed out", "Connection refused", "timed out", "Name or service not known"):
         if marker in text:
             return f"{type(exc).__name__}: {marker}"
-    text = " ".join(text.split())
+    text = redaction.text(" ".join(text.split()))
     return f"{type(exc).__name__}: {text[:240]}"
 
 

@@ -20,9 +20,9 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
-from oomtuner import config
+from oomtuner import config, culprits
 from oomtuner.api import core, recommendation, types
-from oomtuner.domain import classify, duration, kills, ledger, timestamps, workload
+from oomtuner.domain import classify, duration, kills, ledger, redaction, timestamps, workload
 from oomtuner.kube import api, owners, store
 from oomtuner.prom import usage as prom_usage
 from oomtuner.services import announcer as announcer_mod
@@ -188,10 +188,12 @@ class Culprits:
         Runs in a culprit thread: logs what goes wrong, never raises."""
         findings: dict[str, classify.CulpritFinding] = {}
         asked: dict[Place, classify.CulpritFinding] = {}
+        victims = key.split("/", 1)[0] if key is not None else (announce[0].namespace if announce else "")
         for identity, place in places.items():
             if place not in asked:
                 asked[place] = self.culprit(*place)
-            findings[identity] = asked[place]
+            # Shared per place, shown per victim: one victim's namespace may not read another's names.
+            findings[identity] = self.visible(asked[place], victim_namespace=victims)
         try:
             if announce is not None:
                 self._announcer.kills(*announce, culprits=findings)
@@ -201,22 +203,15 @@ class Culprits:
             logger.exception("announcing or writing the culprits of node OOM kills (%s) failed", key or "no recommendation")
 
     def culprit(self, node: str, at: datetime.datetime | None) -> classify.CulpritFinding:
-        """The likely culprit of a node OOM on `node` at `at` (now when unknown); never raises."""
-        try:
-            # Without Prometheus nothing is measured: the node's pods need not be read.
-            pods = [] if isinstance(self._usage, prom_usage.Disabled) else owners.pods_on_node(
-                self._client, node=node, namespaces=self._settings.namespaces)
-            query = prom_usage.NodeQuery(
-                node=node, pods=tuple((p.metadata.namespace or "", p.metadata.name) for p in pods), at=at or self._clock()
-            )
-            answer = self._usage.node_usage(query)
-            if not answer.ok:
-                return classify.no_culprit(f"no usage data: {answer.message}")
-            return classify.culprit_on_node(pods, node=node, node_memory_capacity=self._nodes.capacity(node),
-                                            usage=answer.usage, basis=answer.message)
-        except Exception as exc:  # noqa: BLE001 - an API error or a bug: the kill is recorded anyway
-            logger.warning("looking up the culprit of the node OOM on %s failed: %s", node, exc)
-            return classify.no_culprit(f"the lookup failed: {exc}")
+        """The likely culprit of a node OOM on `node` at `at` (now when unknown), named in full;
+        never raises. `visible` gives what a victim's namespace may read of it."""
+        return culprits.on_node(self._client, self._usage, node=node, at=at or self._clock(),
+                                capacity=self._nodes.capacity(node), namespaces=self._settings.namespaces)
+
+    def visible(self, finding: classify.CulpritFinding, *, victim_namespace: str) -> classify.CulpritFinding:
+        """The finding as the victim's namespace may read it (`domain.redaction.culprit`): another
+        namespace's culprit is named only when the operator's settings allow it."""
+        return redaction.culprit(finding, victim_namespace=victim_namespace, names=self._settings.culprit_names)
 
     def _note(self, key: str, findings: Mapping[str, classify.CulpritFinding]) -> None:
         """Write the culprits into the kill records they belong to (those still classified Node)."""

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from oomtuner.api import core, recommendation
-from oomtuner.domain import child_kills, kills
+from oomtuner.domain import child_kills, evidence, kills
 from oomtuner.kube import api, owners
 from oomtuner.prom import metrics
 from oomtuner.services import nodes as nodes_mod
@@ -75,6 +75,11 @@ class Intake:
             logger.info("pod %s/%s of an %s event is gone; nothing to attribute it to", namespace, name, child_kills.REASON)
             return 0
         pod = core.parse_pod(pod_body)
+        problem = evidence.child_kill_problem(event, pod=pod)
+        if problem is not None:  # anyone may post events: only the agent on the pod's node counts
+            logger.warning("%s event %s/%s does not count: %s", child_kills.REASON, event.metadata.namespace,
+                           event.metadata.name, problem)
+            return 0
         capacity = self._nodes.capacity(pod.spec.nodeName)
         found = child_kills.kills_from_event(event, pod=pod, node_memory_capacity=capacity)
         if not found:
