@@ -78,8 +78,8 @@ def lab_namespace(kube: api.Client, crds: list[str]) -> Iterator[str]:  # noqa: 
 
 @pytest.fixture(scope="module")
 def made(kube: api.Client, core_v1: Any, operator: Any, lab_namespace: str,  # noqa: F811
-         exporter: lab_exporter.Exporter) -> Iterator[scenario.Made]:
-    """The scenario's recommendations, as the operator wrote them."""
+         exporter: lab_exporter.Exporter, prometheus: lab_prometheus.Server) -> Iterator[scenario.Made]:
+    """The scenario's recommendations, as the operator wrote them (Prometheus scrapes meanwhile)."""
     made = scenario.make(kube, core_v1, namespace=lab_namespace, exporter=exporter)
     yield made
     with contextlib.suppress(api.ApiError):
@@ -106,14 +106,23 @@ def plain_dashboard(kubeconfig: str, made: scenario.Made, tmp_path_factory: pyte
     proc.stop()
 
 
+TAKEN: list[pathlib.Path] = []
+
+
 @dataclasses.dataclass
 class Shots:
     folder: pathlib.Path
 
     def take(self, browser: cdp.Browser, name: str) -> pathlib.Path:
         path = browser.screenshot(self.folder / f"{name}.png")
-        print(f"screenshot: {path}")
+        TAKEN.append(path)
         return path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Where the screenshots are: one per page, kept as the run's artifacts."""
+    for path in TAKEN:
+        terminalreporter.write_line(f"dashboard screenshot: {path}")
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +137,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cdp.Browser]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Shots:
-    folder = tmp_path_factory.mktemp("screenshots")
-    print(f"screenshots in {folder}")
-    return Shots(folder=folder)
+    return Shots(folder=tmp_path_factory.mktemp("screenshots"))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: with it, a form post says `Origin: null`
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -214,9 +215,10 @@ async def _approve(request: requests.Request) -> responses.Response:
         return error(request, "Refused: the approval came from another site.", status=403)
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return error(request, "Refused: the approval came from another site.", status=403)
-    form = await request.form()
+    form = urllib.parse.parse_qs((await request.body())[:4096].decode(errors="replace"))
+    token = (form.get("token") or [""])[0]
     try:
-        generation = await _in_thread(lambda: dash.approvals.approve(namespace, name, token=str(form.get("token", ""))))
+        generation = await _in_thread(lambda: dash.approvals.approve(namespace, name, token=token))
     except approve.Refused as exc:
         return error(request, f"Not approved: {exc}.", status=403)
     target = request.url_for("workload", namespace=namespace, name=name).path
