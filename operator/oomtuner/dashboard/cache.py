@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from oomtuner import report
 from oomtuner.api import core, recommendation
+from oomtuner.dashboard import views
 from oomtuner.domain import classify
 from oomtuner.kube import api
 
@@ -98,23 +99,30 @@ class Listing(Generic[T]):
 
 @dataclasses.dataclass(frozen=True)
 class Recommendations:
-    """Every readable OOMRecommendation, and how many could not be read."""
+    """Every readable OOMRecommendation, how many could not be read, and the workloads table's rows
+    (computed once per list, in the refresh: their day and week windows end when it was listed)."""
 
     items: tuple[recommendation.OOMRecommendation, ...] = ()
     unreadable: int = 0
+    rows: tuple[views.Row, ...] = ()
 
     def find(self, namespace: str, name: str) -> recommendation.OOMRecommendation | None:
         return next((r for r in self.items if r.metadata.namespace == namespace and r.metadata.name == name), None)
 
 
-def parse_recommendations(bodies: list[dict[str, Any]]) -> Recommendations:
+def parse_recommendations(bodies: list[dict[str, Any]], *, now: datetime.datetime) -> Recommendations:
     items, unreadable = [], 0
     for body in bodies:
         try:
             items.append(recommendation.parse(body))
         except ValueError:  # pydantic's ValidationError: a body the schema let through but is not ours
             unreadable += 1
-    return Recommendations(items=tuple(items), unreadable=unreadable)
+    rows = tuple(row for rec in items for row in views.rows_of(rec, now=now))
+    return Recommendations(items=tuple(items), unreadable=unreadable, rows=rows)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def parse_pods(bodies: list[dict[str, Any]]) -> tuple[core.Pod, ...]:
@@ -130,10 +138,10 @@ def parse_pods(bodies: list[dict[str, Any]]) -> tuple[core.Pod, ...]:
 class Cluster:
     """The listings the pages read, all through one client."""
 
-    def __init__(self, client: api.Client, *, ttl: float):
+    def __init__(self, client: api.Client, *, ttl: float, now: Callable[[], datetime.datetime] = _utcnow):
         path = api.cluster(group=recommendation.GROUP, version=recommendation.VERSION, plural=recommendation.PLURAL)
         self.recommendations: Listing[Recommendations] = Listing(
-            "OOMRecommendations", lambda: parse_recommendations(client.list(path)), empty=Recommendations(), ttl=ttl)
+            "OOMRecommendations", lambda: parse_recommendations(client.list(path), now=now()), empty=Recommendations(), ttl=ttl)
         self.nodes: Listing[dict[str, int | None]] = Listing(
             "nodes", lambda: report.node_capacities(client.list("/api/v1/nodes")), empty={}, ttl=ttl)
         self.pods: Listing[tuple[core.Pod, ...]] = Listing(

@@ -18,13 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jinja2
-from starlette import applications, requests, responses, routing, staticfiles, templating
+from starlette import applications, concurrency, requests, responses, routing, staticfiles, templating
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oomtuner import __version__, report
+from oomtuner.api import recommendation, types
 from oomtuner.dashboard import approve, cache, history, views, workload
-from oomtuner.domain import quantity, timestamps
+from oomtuner.domain import classify, quantity, timestamps
 from oomtuner.prom import usage as prom_usage
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -37,6 +38,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 RESOURCES = __package__ or "oomtuner.dashboard"
+WORKLOAD_PATH = "/namespaces/{namespace}/recommendations/{name}"
 
 
 @dataclasses.dataclass
@@ -60,10 +62,10 @@ class Dashboard:
         placed = [(*where, pod) for pod in self.cluster.pods.get().items if (where := report.placement(pod, nodes))]
         return report.next_victims(nodes, placed, top=self.top, usage=self.usage, at=self.now())
 
-    def rows(self) -> tuple[list[views.Row], cache.Snapshot[cache.Recommendations]]:
+    def rows(self) -> tuple[tuple[views.Row, ...], cache.Snapshot[cache.Recommendations]]:
+        """The workloads table's rows of the latest snapshot (made when it was listed)."""
         snapshot = self.cluster.recommendations.get()
-        now = self.now()
-        return [row for rec in snapshot.items.items for row in views.rows_of(rec, now=now)], snapshot
+        return snapshot.items.rows, snapshot
 
 
 class SecurityHeaders:
@@ -123,15 +125,25 @@ def _state(request: requests.Request) -> Dashboard:
     return state
 
 
+def path_to(request: requests.Request, route: str, **params: str) -> str:
+    """A path on this dashboard, under the root path it is served at (`--root-path`)."""
+    return f"{request.scope.get('root_path', '')}{request.app.url_path_for(route, **params)}"
+
+
 def render(request: requests.Request, name: str, context: dict[str, Any], *, status: int = 200) -> responses.Response:
     dash = _state(request)
-    root = request.scope.get("root_path", "")
+    root = str(request.scope.get("root_path", ""))
 
     def link(route: str, **params: str) -> str:
-        """A path on this dashboard (relative to the root path it is served under)."""
-        return f"{root}{request.app.url_path_for(route, **params)}"
+        return path_to(request, route, **params)
 
-    base = {"now": dash.now(), "ttl": dash.cluster.recommendations.ttl, "link": link, "version": __version__,
+    def workload_link(namespace: str, name: str) -> str:
+        """`link("workload", ...)` without the router's lookup: the tables call it per row."""
+        return root + WORKLOAD_PATH.format(namespace=urllib.parse.quote(namespace, safe=""),
+                                           name=urllib.parse.quote(name, safe=""))
+
+    base = {"now": dash.now(), "ttl": dash.cluster.recommendations.ttl, "link": link, "workload_link": workload_link,
+            "version": __version__,
             "page": name.removesuffix(".html"), "approve_enabled": dash.approvals.enabled, "snapshot": None,
             "parse_ts": timestamps.parse}
     return TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
@@ -161,7 +173,7 @@ def workloads_page(request: requests.Request) -> responses.Response:
     })
 
 
-def _find(request: requests.Request) -> tuple[Any, cache.Snapshot[cache.Recommendations]]:
+def _find(request: requests.Request) -> tuple[recommendation.OOMRecommendation | None, cache.Snapshot[cache.Recommendations]]:
     namespace, name = request.path_params["namespace"], request.path_params["name"]
     snapshot = _state(request).cluster.recommendations.get()
     return snapshot.items.find(namespace, name), snapshot
@@ -181,10 +193,10 @@ def workload_page(request: requests.Request) -> responses.Response:
     return render(request, "workload.html", {
         "rec": rec, "status": rec.status, "ledger": workload.ledger(rec), "snapshot": snapshot,
         "ranges": list(workload.RANGES), "range": chosen,
-        "chart_url": f"{request.url_for('chart', namespace=namespace, name=name).path}?range={chosen}",
+        "chart_url": f"{path_to(request, 'chart', namespace=namespace, name=name)}?range={chosen}",
         "approve_enabled": dash.approvals.enabled, "can_approve": can_approve,
         "approve_token": dash.approvals.token(namespace, name) if can_approve else "",
-        "notice": request.query_params.get("approved", ""),
+        "notice": approved if (approved := request.query_params.get("approved", "")).isdigit() else "",
     })
 
 
@@ -218,36 +230,27 @@ async def _approve(request: requests.Request) -> responses.Response:
     form = urllib.parse.parse_qs((await request.body())[:4096].decode(errors="replace"))
     token = (form.get("token") or [""])[0]
     try:
-        generation = await _in_thread(lambda: dash.approvals.approve(namespace, name, token=token))
+        generation = await concurrency.run_in_threadpool(lambda: dash.approvals.approve(namespace, name, token=token))
     except approve.Refused as exc:
         return error(request, f"Not approved: {exc}.", status=403)
-    target = request.url_for("workload", namespace=namespace, name=name).path
-    return responses.RedirectResponse(f"{target}?approved={generation or ''}", status_code=303)
-
-
-async def _in_thread(call: Callable[[], Any]) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(call)
+    target = path_to(request, "workload", namespace=namespace, name=name)
+    return responses.RedirectResponse(f"{target}?approved={generation or 0}", status_code=303)
 
 
 def nodes_page(request: requests.Request) -> responses.Response:
     dash = _state(request)
     ranked, ranking = dash.victims.get().items
     node_ooms = dash.cluster.node_ooms.get()
-    recs = dash.cluster.recommendations.get()
-    node_kills: dict[str, list[tuple[Any, Any]]] = {}
-    for rec in recs.items.items:
+    node_kills: dict[str, list[tuple[recommendation.OOMRecommendation, recommendation.Kill]]] = {}
+    for rec in dash.cluster.recommendations.get().items.items:
         for kill in rec.status.kills:
-            if kill.node and kill.classification.value == "Node":
+            if kill.node and kill.classification == types.Classification.NODE:
                 node_kills.setdefault(kill.node, []).append((rec, kill))
-    ooms: dict[str, list[Any]] = {}
+    ooms: dict[str, list[classify.NodeOOM]] = {}
     for oom in sorted(node_ooms.items, key=lambda o: o.at, reverse=True):
         ooms.setdefault(oom.node, []).append(oom)
-    return render(request, "nodes.html", {
-        "nodes": ranked, "ranking": ranking, "ooms": ooms, "node_kills": node_kills,
-        "snapshot": dash.cluster.pods.get(), "events_snapshot": node_ooms,
-    })
+    return render(request, "nodes.html", {"nodes": ranked, "ranking": ranking, "ooms": ooms, "node_kills": node_kills,
+                                          "snapshot": dash.cluster.pods.get()})
 
 
 def healthz(request: requests.Request) -> responses.Response:
@@ -258,9 +261,9 @@ def create_app(dashboard: Dashboard) -> ASGIApp:
     routes = [
         routing.Route("/", namespaces_page, name="namespaces"),
         routing.Route("/workloads", workloads_page, name="workloads"),
-        routing.Route("/namespaces/{namespace}/recommendations/{name}", workload_page, name="workload"),
-        routing.Route("/namespaces/{namespace}/recommendations/{name}/chart.json", chart_data, name="chart"),
-        routing.Route("/namespaces/{namespace}/recommendations/{name}/approve", _approve, methods=["POST"], name="approve"),
+        routing.Route(WORKLOAD_PATH, workload_page, name="workload"),
+        routing.Route(f"{WORKLOAD_PATH}/chart.json", chart_data, name="chart"),
+        routing.Route(f"{WORKLOAD_PATH}/approve", _approve, methods=["POST"], name="approve"),
         routing.Route("/nodes", nodes_page, name="nodes"),
         routing.Route("/healthz", healthz, name="healthz"),
         routing.Mount("/static", staticfiles.StaticFiles(packages=[(RESOURCES, "static")]), name="static"),
