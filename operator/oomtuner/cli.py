@@ -226,7 +226,7 @@ def dashboard(address: str, port: int, refresh: float, top: int, allow_approve: 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = server.build(client=_connect(kubeconfig, context), settings=settings, refresh=refresh, top=top,
-                           allow_approve=allow_approve)
+                           allow_approve=allow_approve, root_path=root_path.rstrip("/"))
     except server.MissingExtra as exc:
         raise _Fail(str(exc)) from None
     server.serve(app, host=address, port=port, root_path=root_path.rstrip("/"), log_level=settings.log_level)

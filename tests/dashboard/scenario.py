@@ -43,7 +43,7 @@ def _working_set(exporter: lab_exporter.Exporter, namespace: str, pod: str, *, b
         lab_exporter.Life(id=f"/kubepods/{pod}/app", start=now - 5, base=base, bytes_per_s=per_s, max=base * 2),)))
 
 
-def _child_kill_event(pod: dict[str, Any], *, limit: int) -> dict[str, Any]:
+def child_kill_event(pod: dict[str, Any], *, limit: int) -> dict[str, Any]:
     """What the node agent posts when a child process of `app` in `pod` is OOM-killed."""
     uid, node = pod["metadata"]["uid"], pod["spec"]["nodeName"]
     container_id = uid.replace("-", "")[:32] + "0" * 32
@@ -88,7 +88,7 @@ def make(kube: api.Client, core_v1: Any, *, namespace: str, exporter: lab_export
 
     new_pod = kit.wait_for(rolled_out, timeout=60, what="a cart pod with 384Mi")[0]
     _working_set(exporter, namespace, new_pod["metadata"]["name"], base=300 * MI, per_s=MI)
-    kube.create(f"/api/v1/namespaces/{namespace}/events", _child_kill_event(new_pod, limit=384 * MI))
+    kube.create(f"/api/v1/namespaces/{namespace}/events", child_kill_event(new_pod, limit=384 * MI))
 
     # api: raised by hand while paused, then its old pod dies at the old limit: stale.
     api_pod = kit.running_pods(kube, namespace, "api")[0]

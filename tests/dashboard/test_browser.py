@@ -102,7 +102,7 @@ def test_workload_page_draws_the_kills_and_the_steps(browser: Browser, dashboard
                                                      kube: api.Client, shots: Shots) -> None:
     rec = kit.recommendation(kube, made.namespace, "deployment-cart")
     assert rec is not None
-    browser.open(f"{dashboard.url}/namespaces/{made.namespace}/recommendations/deployment-cart?range=1h")
+    browser.open(f"{dashboard.url}/namespaces/{made.namespace}/recommendations/deployment-cart?range=15m")
     chart = chart_of(browser)
     kills = rec["status"]["kills"]
     assert sorted(m["id"] for m in chart["markers"]) == sorted(k["id"] for k in kills)
@@ -182,7 +182,7 @@ def test_nodes_page_ranks_as_report_does(browser: Browser, dashboard: DashboardP
 
 def test_without_prometheus_the_chart_has_kills_and_limits_and_says_why(browser: Browser, plain_dashboard: DashboardProcess,
                                                                          made: scenario.Made, shots: Shots) -> None:
-    browser.open(f"{plain_dashboard.url}/namespaces/{made.namespace}/recommendations/deployment-cart?range=1h")
+    browser.open(f"{plain_dashboard.url}/namespaces/{made.namespace}/recommendations/deployment-cart?range=15m")
     chart = chart_of(browser)
     assert int(chart["workingSetPoints"]) == 0 and len(chart["markers"]) == 2 and int(chart["limitNow"]) == 384 * scenario.MI
     note = browser.js("document.getElementById('usage-note').textContent")

@@ -138,6 +138,7 @@ def test_steps_without_anything_known_are_empty_and_points_outside_are_clamped()
 
 
 def test_the_default_range_holds_the_oldest_kill() -> None:
+    assert workload.default_range(rec([kill(ago(minutes=2))]), now=NOW) == "15m"
     assert workload.default_range(rec([kill(ago(minutes=20))]), now=NOW) == "1h"
     assert workload.default_range(rec([kill(ago(hours=20))]), now=NOW) == "1d"
     assert workload.default_range(rec([kill(ago(days=3))]), now=NOW) == "7d"

@@ -40,7 +40,7 @@ def fake() -> FakeApi:
 def client_for(fake: FakeApi, *, allow_approve: bool = False) -> TestClient:
     now = lambda: datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc)  # noqa: E731
     dashboard = web.Dashboard(
-        cluster=cache.Cluster(fake, ttl=60, now=now),  # type: ignore[arg-type]
+        cluster=cache.Cluster(fake, ttl=60, now=now, row_html=web.row_html("")),  # type: ignore[arg-type]
         usage=prom_usage.Disabled(), approvals=approve.Approvals(fake, enabled=allow_approve),  # type: ignore[arg-type]
         min_step=datetime.timedelta(seconds=30), now=now)
     return TestClient(web.create_app(dashboard))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oomtuner_lab import config as lab_config
-from oomtuner_lab import prometheus, processes
+from oomtuner_lab import processes, prometheus
 
 DEFAULT_PORT = 8090
 

@@ -110,14 +110,19 @@ class Recommendations:
         return next((r for r in self.items if r.metadata.namespace == namespace and r.metadata.name == name), None)
 
 
-def parse_recommendations(bodies: list[dict[str, Any]], *, now: datetime.datetime) -> Recommendations:
+RowHtml = Callable[[views.Row, datetime.datetime], str]
+
+
+def parse_recommendations(bodies: list[dict[str, Any]], *, now: datetime.datetime, row_html: RowHtml) -> Recommendations:
+    """The recommendations, and the table's rows with their HTML (`row_html`): a page of a thousand
+    rows then costs a join, not a thousand renderings."""
     items, unreadable = [], 0
     for body in bodies:
         try:
             items.append(recommendation.parse(body))
         except ValueError:  # pydantic's ValidationError: a body the schema let through but is not ours
             unreadable += 1
-    rows = tuple(row for rec in items for row in views.rows_of(rec, now=now))
+    rows = tuple(dataclasses.replace(row, html=row_html(row, now)) for rec in items for row in views.rows_of(rec, now=now))
     return Recommendations(items=tuple(items), unreadable=unreadable, rows=rows)
 
 
@@ -138,10 +143,11 @@ def parse_pods(bodies: list[dict[str, Any]]) -> tuple[core.Pod, ...]:
 class Cluster:
     """The listings the pages read, all through one client."""
 
-    def __init__(self, client: api.Client, *, ttl: float, now: Callable[[], datetime.datetime] = _utcnow):
+    def __init__(self, client: api.Client, *, ttl: float, row_html: RowHtml, now: Callable[[], datetime.datetime] = _utcnow):
         path = api.cluster(group=recommendation.GROUP, version=recommendation.VERSION, plural=recommendation.PLURAL)
         self.recommendations: Listing[Recommendations] = Listing(
-            "OOMRecommendations", lambda: parse_recommendations(client.list(path), now=now()), empty=Recommendations(), ttl=ttl)
+            "OOMRecommendations", lambda: parse_recommendations(client.list(path), now=now(), row_html=row_html),
+            empty=Recommendations(), ttl=ttl)
         self.nodes: Listing[dict[str, int | None]] = Listing(
             "nodes", lambda: report.node_capacities(client.list("/api/v1/nodes")), empty={}, ttl=ttl)
         self.pods: Listing[tuple[core.Pod, ...]] = Listing(

@@ -23,7 +23,8 @@ class MissingExtra(RuntimeError):
     """The web stack is not installed."""
 
 
-def build(*, client: api.Client, settings: config.Settings, refresh: float, top: int, allow_approve: bool) -> Any:
+def build(*, client: api.Client, settings: config.Settings, refresh: float, top: int, allow_approve: bool,
+          root_path: str = "") -> Any:
     """The ASGI app: listings through `client`, usage through the operator's Prometheus settings."""
     try:
         from oomtuner.dashboard import approve, cache, web
@@ -31,7 +32,7 @@ def build(*, client: api.Client, settings: config.Settings, refresh: float, top:
         raise MissingExtra(f"the dashboard needs its web stack ({exc.name} is missing): "
                            "pip install 'oomtuner[dashboard]'") from None
     dashboard = web.Dashboard(
-        cluster=cache.Cluster(client, ttl=refresh),
+        cluster=cache.Cluster(client, ttl=refresh, row_html=web.row_html(root_path)),
         usage=prom_usage.from_settings(settings),
         approvals=approve.Approvals(client, enabled=allow_approve),
         min_step=max(duration.parse(settings.prometheus_min_step), datetime.timedelta(seconds=1)),

@@ -74,6 +74,7 @@ class Row:
     data_source: str
     policy: str
     mode: str
+    html: str = ""  # the row as the workloads table shows it, escaped (made once per list, see `cache`)
 
 
 def rows_of(rec: recommendation.OOMRecommendation, *, now: datetime.datetime) -> list[Row]:

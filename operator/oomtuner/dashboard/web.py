@@ -120,6 +120,21 @@ def environment() -> jinja2.Environment:
 TEMPLATES = templating.Jinja2Templates(env=environment())
 
 
+def row_html(root: str) -> cache.RowHtml:
+    """Renders one row of the workloads table, its link under `root` (the dashboard's root path)."""
+    template = TEMPLATES.env.get_template("workload_row.html")
+
+    def render_row(row: views.Row, now: datetime.datetime) -> str:
+        return template.render(r=row, now=now, workload_link=lambda namespace, name: workload_path(root, namespace, name))
+
+    return render_row
+
+
+def workload_path(root: str, namespace: str, name: str) -> str:
+    """The workload page's path, without the router's lookup (the tables make one per row)."""
+    return root + WORKLOAD_PATH.format(namespace=urllib.parse.quote(namespace, safe=""), name=urllib.parse.quote(name, safe=""))
+
+
 def _state(request: requests.Request) -> Dashboard:
     state: Dashboard = request.app.state.dashboard
     return state
@@ -138,9 +153,7 @@ def render(request: requests.Request, name: str, context: dict[str, Any], *, sta
         return path_to(request, route, **params)
 
     def workload_link(namespace: str, name: str) -> str:
-        """`link("workload", ...)` without the router's lookup: the tables call it per row."""
-        return root + WORKLOAD_PATH.format(namespace=urllib.parse.quote(namespace, safe=""),
-                                           name=urllib.parse.quote(name, safe=""))
+        return workload_path(root, namespace, name)
 
     base = {"now": dash.now(), "ttl": dash.cluster.recommendations.ttl, "link": link, "workload_link": workload_link,
             "version": __version__,

@@ -18,7 +18,7 @@ from oomtuner.dashboard import views
 from oomtuner.domain import quantity, timestamps
 
 # The chart's time ranges, and the default: the smallest that holds the ledger's oldest kill.
-RANGES = {"1h": datetime.timedelta(hours=1), "6h": datetime.timedelta(hours=6), "1d": views.DAY,
+RANGES = {"15m": datetime.timedelta(minutes=15), "1h": datetime.timedelta(hours=1), "6h": datetime.timedelta(hours=6), "1d": views.DAY,
           "7d": views.WEEK, "30d": datetime.timedelta(days=30)}
 
 

@@ -81,9 +81,10 @@
     });
     for (var i = 0; i <= 5; i++) {
       var t = start + (end - start) * i / 5;
-      text(grid, x(t), HEIGHT - 8, when(t, end - start), "x-label");
+      var label = text(grid, x(t), HEIGHT - 8, when(t, end - start) + (i === 5 ? " UTC" : ""), "x-label");
+      if (i === 0) { label.setAttribute("class", "x-label first"); }
+      if (i === 5) { label.setAttribute("class", "x-label last"); }
     }
-    text(grid, MARGIN.left - 6, HEIGHT - 8, "UTC", "y-label");
   }
 
   function markers(svg, kills, x, y, max) {
