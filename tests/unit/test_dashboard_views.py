@@ -61,6 +61,10 @@ def test_a_full_ledger_whose_oldest_kill_is_in_the_window_gives_a_lower_bound() 
     partly = [kill(ago(days=3))] + full[1:]
     (row,) = views.rows_of(rec(partly), now=NOW)
     assert str(row.kills_day) == "19" and str(row.kills_week) == "20+"
+    # Another container's old kill says nothing was dropped from this one's day.
+    other = [kill(ago(days=3), container="sidecar")] + full[1:]
+    app = next(r for r in views.rows_of(rec(other, containers=[{"name": "app"}, {"name": "sidecar"}]), now=NOW) if r.container == "app")
+    assert str(app.kills_day) == "19"
 
 
 def test_a_recommendation_without_containers_still_has_a_row() -> None:

@@ -46,11 +46,13 @@ class Count:
 
 
 def count_kills(kills: Sequence[recommendation.Kill], *, container: str, since: datetime.datetime) -> Count:
-    mine = [k for k in kills if k.container == container]
-    times = [t for k in mine if (t := timestamps.parse(k.at)) is not None]
-    n = sum(1 for t in times if t >= since)
-    full = len(kills) >= recommendation.MAX_KILLS
-    return Count(n=n, more=full and bool(times) and n == len(times))
+    """The container's kills in the ledger at or after `since`. The ledger keeps the newest
+    `MAX_KILLS` kills of all containers: when it is full and even its oldest kill is inside the
+    window, older kills inside it may have been dropped, and the count is a lower bound."""
+    times = [timestamps.parse(k.at) for k in kills]
+    n = sum(1 for k, at in zip(kills, times) if k.container == container and at is not None and at >= since)
+    oldest = min((at for at in times if at is not None), default=None)
+    return Count(n=n, more=len(kills) >= recommendation.MAX_KILLS and oldest is not None and oldest >= since)
 
 
 @dataclasses.dataclass(frozen=True)
