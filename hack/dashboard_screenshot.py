@@ -97,7 +97,7 @@ def main() -> int:
             exporter.traces.set(trace)
         prometheus.reset(history=lab_exporter.openmetrics(traces, start=now - 6 * HOUR, end=time.time(), interval=60,
                                                           labels={"job": lab_prometheus.JOB, "instance": exporter.address}))
-        port = kit_port()
+        port = free_port()
         web = subprocess.Popen([sys.executable, "-m", "oomtuner", "dashboard", "--port", str(port), "--refresh", "2",
                                 f"--prometheus-url={prometheus.url}"], stdout=open(work / "dashboard.log", "wb"),
                                stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -120,7 +120,7 @@ def main() -> int:
     return 0
 
 
-def kit_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
