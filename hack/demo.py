@@ -4,10 +4,11 @@
 2. run the operator (`oomtuner run`) as a background process;
 3. deploy a workload with an OOMPolicy in mode Auto, and OOM-kill its container the way a kubelet
    reports it;
-4. show the OOMRecommendation and the Deployment the operator patched.
+4. show the OOMRecommendation and the Deployment the operator patched;
+5. start `oomtuner dashboard` and end with its URL.
 
-The lab keeps running afterwards so you can look around (`eval "$(oomtuner lab env)"`); stop it
-with `oomtuner lab down`. Run with KUBECONFIG set to use another cluster instead of the lab.
+The lab and the dashboard keep running afterwards so you can look around (`eval "$(oomtuner lab
+env)"`); `oomtuner lab down` stops both. Run with KUBECONFIG set to use another cluster instead of the lab.
 """
 
 from __future__ import annotations
@@ -143,7 +144,13 @@ def main() -> int:
     finally:
         operator.terminate()
         operator.wait(timeout=20)
+    step("The dashboard: kills, memory against limits, who dies next (oomtuner dashboard)")
+    from oomtuner_lab import dashboard
+
+    url, log = dashboard.start(kubeconfig=kubeconfig)
+    print(f"  log in {log}")
     print(f"\nThe lab keeps running: eval \"$({sys.executable} -m oomtuner lab env)\"; stop it with `oomtuner lab down`.")
+    print(f"The dashboard keeps running with it: {url}")
     return 0
 
 

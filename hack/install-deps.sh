@@ -2,11 +2,13 @@
 # Debian packages the lab and the tests need. Installs only what is missing, so a machine that has
 # them does not touch the network.
 # - prometheus (with promtool): the lab's real Prometheus for usage history (tests/e2e/test_prometheus.py).
+# - chromium: the headless browser that loads the dashboard's pages (tests/dashboard).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v make >/dev/null || need+=(make)
 { command -v prometheus && command -v promtool; } >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -1,4 +1,4 @@
-"""The `oomtuner` command: run | report | explain | approve | crds | lab.
+"""The `oomtuner` command: run | report | explain | approve | dashboard | crds | lab.
 
 Every failure is one line on stderr, `oomtuner: ...`, never a traceback, with an exit code that
 says whose fault it was (README, "Exit codes"):
@@ -324,6 +324,33 @@ def _wait_for_operator(cl: Any, path: str, *, generation: Any, timeout: float) -
                     cond.get("status") == "False")
         time.sleep(0.5)
     return None
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8090, show_default=True)
+@click.option("--refresh", type=click.FloatRange(1, 3600), default=10, show_default=True,
+              help="Seconds between two lists of the cluster's objects, shared by every page.")
+@click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="Next victims shown per node.")
+@click.option("--allow-approve", is_flag=True,
+              help="Offer an Approve button where this dashboard's account may patch OOMRecommendations.")
+@click.option("--root-path", default="", help="The path prefix a proxy serves the dashboard under.")
+@_prometheus_options
+@_kubeconfig
+@_context
+def dashboard(address: str, port: int, refresh: float, top: int, allow_approve: bool, root_path: str,
+              kubeconfig: str | None, context: str | None, **prometheus: str | None) -> None:
+    """A read-only web dashboard: kills per workload, memory against limits, who dies next."""
+    from oomtuner.dashboard import server
+
+    settings = _settings(**prometheus)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = server.build(client=_connect(kubeconfig, context), settings=settings, refresh=refresh, top=top,
+                           allow_approve=allow_approve, root_path=root_path.rstrip("/"))
+    except server.MissingExtra as exc:
+        raise _Fail(str(exc)) from None
+    server.serve(app, host=address, port=port, root_path=root_path.rstrip("/"), log_level=settings.log_level)
 
 
 # ---- run ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from oomtuner import culprits
@@ -23,6 +24,9 @@ from oomtuner.api import core, types
 from oomtuner.domain import classify, evidence, kills, qos, quantity, redaction, timestamps
 from oomtuner.kube import api, owners
 from oomtuner.prom import usage as prom_usage
+
+# The events a node OOM is posted as are on the Node.
+NODE_EVENTS = "involvedObject.kind=Node"
 
 
 def collect(
@@ -35,39 +39,23 @@ def collect(
 ) -> dict[str, Any]:
     """Kills per workload and the next victims per node; `usage` (default: none) supplies the
     containers' working set at `now` (default: the current time)."""
-    nodes: dict[str, int | None] = {}
-    for body in client.list("/api/v1/nodes"):
-        name = str((body.get("metadata") or {}).get("name") or "")
-        mem = ((body.get("status") or {}).get("capacity") or {}).get("memory")
-        try:
-            nodes[name] = quantity.parse_bytes(mem) if mem is not None else None
-        except quantity.QuantityError:
-            nodes[name] = None
+    nodes = node_capacities(client.list("/api/v1/nodes"))
     path = f"/api/v1/namespaces/{api.quote(namespace)}/pods" if namespace else "/api/v1/pods"
     bodies = client.list(path)
     workloads: dict[tuple[str, str], dict[str, Any]] = {}
     node_kills: list[tuple[kills.OOMKill, str]] = []
     placed: list[tuple[str, int, core.Pod]] = []
-    node_ooms: list[classify.NodeOOM] = []
-    for ev in client.list("/api/v1/events", query={"fieldSelector": "involvedObject.kind=Node"}):
-        if ev.get("reason") in ("SystemOOM", "OOMKilling"):
-            try:
-                event = core.parse_event(ev)
-            except core.InvalidObject:
-                continue
-            found = classify.node_oom_from_event(event) if evidence.node_oom_problem(event) is None else None
-            if found is not None:
-                node_ooms.append(found)
+    node_ooms = node_ooms_in(client.list("/api/v1/events", query={"fieldSelector": NODE_EVENTS}))
     for body in bodies:
         try:
             pod = core.parse_pod(body)
         except core.InvalidObject:
             continue
+        where = placement(pod, nodes)
+        if where is not None:
+            placed.append((*where, pod))
         node = pod.spec.nodeName
-        capacity = nodes.get(node) if node else None
-        if node and capacity and pod.status.phase in ("Running", "Pending", None):
-            placed.append((node, capacity, pod))
-        seen = kills.kills_from_pod(pod, node_memory_capacity=capacity)
+        seen = kills.kills_from_pod(pod, node_memory_capacity=nodes.get(node) if node else None)
         if not seen:
             continue
         target = owners.resolve(client, body)
@@ -94,14 +82,76 @@ def collect(
         for c in entry["containers"].values():
             containers.append({**c, "classifications": sorted(c["classifications"])})
         result_workloads.append({**entry, "containers": containers})
-    source = usage if usage is not None else prom_usage.Disabled()
     at = now or datetime.datetime.now(datetime.timezone.utc)
+    result_nodes, ranked_by = next_victims(nodes, placed, top=top, usage=usage, at=at)
+    source = usage if usage is not None else prom_usage.Disabled()
+    return {
+        "workloads": result_workloads,
+        "nodeKills": _node_kills(client, source, node_kills, nodes=nodes, now=at,
+                                 namespaces=[namespace] if namespace else []),
+        "nodes": result_nodes,
+        "ranking": ranked_by,
+    }
+
+
+def node_ooms_in(events: Iterable[Mapping[str, Any]]) -> list[classify.NodeOOM]:
+    """The node-wide OOMs among events on nodes (`SystemOOM`, `OOMKilling`); others are skipped."""
+    node_ooms: list[classify.NodeOOM] = []
+    for ev in events:
+        if core.reason_of(ev) not in (classify.SYSTEM_OOM, classify.OOM_KILLING):
+            continue
+        try:
+            event = core.parse_event(ev)
+        except core.InvalidObject:
+            continue
+        # Anyone may post events: only the node's own kubelet or kernel monitor counts (domain.evidence).
+        found = classify.node_oom_from_event(event) if evidence.node_oom_problem(event) is None else None
+        if found is not None:
+            node_ooms.append(found)
+    return node_ooms
+
+
+def node_capacities(bodies: Iterable[Mapping[str, Any]]) -> dict[str, int | None]:
+    """Each node's memory capacity in bytes (None when it has none, or one that cannot be read)."""
+    nodes: dict[str, int | None] = {}
+    for body in bodies:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        mem = ((body.get("status") or {}).get("capacity") or {}).get("memory")
+        try:
+            nodes[name] = quantity.parse_bytes(mem) if mem is not None else None
+        except quantity.QuantityError:
+            nodes[name] = None
+    return nodes
+
+
+def placement(pod: core.Pod, nodes: Mapping[str, int | None]) -> tuple[str, int] | None:
+    """The node a pod holds memory on and its capacity, or None when it holds none there (not bound,
+    finished, or on a node of unknown capacity)."""
+    node = pod.spec.nodeName
+    capacity = nodes.get(node) if node else None
+    if node and capacity and pod.status.phase in ("Running", "Pending", None):
+        return node, capacity
+    return None
+
+
+def next_victims(
+    nodes: Mapping[str, int | None],
+    placed: Sequence[tuple[str, int, core.Pod]],
+    *,
+    top: int,
+    usage: prom_usage.Source | None,
+    at: datetime.datetime,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per node (with a capacity), its `top` next victims among the `placed` pods (node, capacity,
+    pod), ranked by their working set at `at` from `usage` (default: none) or their request; and
+    `ranking`'s account of what they are ranked by."""
+    source = usage if usage is not None else prom_usage.Disabled()
     measured = source.current_usage(sorted({(p.metadata.namespace or "", p.metadata.name) for _, _, p in placed}), at=at)
     by_pod = qos.usage_by_pod(measured.usage) if measured.ok else {}
     per_node: dict[str, list[qos.VictimCandidate]] = collections.defaultdict(list)
-    for node, capacity, pod in placed:
+    for node, on_node, pod in placed:
         mine = by_pod.get((pod.metadata.namespace or "", pod.metadata.name))
-        per_node[node].extend(qos.candidates_from_pod(pod, node_memory_capacity=capacity, usage=mine))
+        per_node[node].extend(qos.candidates_from_pod(pod, node_memory_capacity=on_node, usage=mine))
     result_nodes = []
     for node, capacity in sorted(nodes.items()):
         if capacity is None:
@@ -120,14 +170,8 @@ def collect(
             }
         )
     candidates = [c for found in per_node.values() for c in found]
-    return {
-        "workloads": result_workloads,
-        "nodeKills": _node_kills(client, source, node_kills, nodes=nodes, now=at,
-                                 namespaces=[namespace] if namespace else []),
-        "nodes": result_nodes,
-        "ranking": ranking(measured, candidates=candidates, prometheus=_shown_url(source),
-                           at=at if measured.outcome != prom_usage.Outcome.NOT_CONFIGURED else None),
-    }
+    return result_nodes, ranking(measured, candidates=candidates, prometheus=_shown_url(source),
+                                 at=at if measured.outcome != prom_usage.Outcome.NOT_CONFIGURED else None)
 
 
 # The Node kills whose culprit the report looks up, newest first: one Prometheus query each.

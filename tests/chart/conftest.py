@@ -85,7 +85,9 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 
 def container(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    return one(docs, kind)["spec"]["template"]["spec"]["containers"][0]
+    """The first container of the one `kind` that is not the web dashboard's (`dashboard.web`)."""
+    mine = [d for d in docs if (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component") != "dashboard"]
+    return one(mine, kind)["spec"]["template"]["spec"]["containers"][0]
 
 
 def env_of(c: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def test_multi_stage_build_installs_the_wheel_as_a_non_root_user() -> None:
     install = next(r for r in runs if "pip install" in r)
     assert "--no-index" in install and "from=build" in install, "stage 2 installs from stage 1's wheels only"
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert args["VERSION"] == version and '"oomtuner==${VERSION}"' in install
+    assert args["VERSION"] == version and '"oomtuner[dashboard]==${VERSION}"' in install, "with the dashboard's web stack"
+    assert any('pip wheel' in r and '".[dashboard]"' in r for r in runs)
     users = [rest for word, rest in steps if word == "USER"]
     assert users and steps.index(("USER", users[-1])) > max(i for i, (w, _) in enumerate(steps) if w == "RUN")
     uid, _, gid = users[-1].partition(":")
@@ -158,3 +159,5 @@ def test_the_package_builds_from_the_build_context(tmp_path: pathlib.Path) -> No
     assert "oomtuner = oomtuner.cli:main" in text
     assert any(n.endswith("operator/oomtuner/agent/command.py") for n in names)
     assert any(fnmatch.fnmatch(n, "*/oomtuner/api/*.py") for n in names)
+    assert any(n.endswith("oomtuner/dashboard/templates/workload.html") for n in names)
+    assert any(n.endswith("oomtuner/dashboard/static/memchart.js") for n in names)

@@ -214,15 +214,16 @@ class Release:
         self.fullname = f"{name}-oomtuner"
         self.operator_sa = self.fullname
         self.agent_sa = f"{self.fullname}-agent"
+        self.dashboard_sa = f"{self.fullname}-dashboard"
 
 
 @pytest.fixture(scope="module")
 def release(kube: api.Client, kubeconfig: str, chart_crds: list[str]) -> Iterator[Release]:
-    """The chart installed with its defaults (2 replicas, peering) and the agent on."""
+    """The chart installed with its defaults (2 replicas, peering), the agent and the web dashboard on."""
     rel = Release(name=f"rbac-{uuid.uuid4().hex[:6]}", namespace=f"chart-{uuid.uuid4().hex[:6]}")
     kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rel.namespace}})
-    helm("install", rel.name, str(CHART), "-n", rel.namespace, "--set", "agent.enabled=true", "--wait", "--timeout", "3m",
-         kubeconfig=kubeconfig, timeout=240)
+    helm("install", rel.name, str(CHART), "-n", rel.namespace, "--set", "agent.enabled=true", "--set", "dashboard.web.enabled=true",
+         "--wait", "--timeout", "3m", kubeconfig=kubeconfig, timeout=240)
     yield rel
     helm("uninstall", rel.name, "-n", rel.namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)
     with contextlib.suppress(api.ApiError):
@@ -678,3 +679,54 @@ def test_the_admission_policy_can_be_turned_off_and_needs_1_30(release: Release)
     assert policies() == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     assert policies("agent.admissionPolicy.enabled=false") == []
     assert policies(kube_version="1.29.0") == []
+
+
+# ---- the web dashboard, running with its token ---------------------------------------------------
+
+
+def test_dashboard_with_its_token_serves_every_page_and_can_only_read(
+    kube: api.Client, kubeconfig: str, release: Release, namespace: str, tmp_path: pathlib.Path,
+) -> None:
+    token = _token(kube, namespace=release.namespace, service_account=release.dashboard_sa)
+    client = kube_client.connect(kubeconfig=_token_kubeconfig(kubeconfig, token, tmp_path / "kubeconfig"))
+    for verb, group, resource in (("list", "oomtuner.dev", "oomrecommendations"), ("get", "oomtuner.dev", "oomrecommendations"),
+                                  ("list", "", "pods"), ("list", "", "nodes"), ("list", "", "events")):
+        assert _can(client, verb=verb, group=group, resource=resource, namespace=namespace), (verb, resource)
+    for verb, group, resource, sub in (("patch", "oomtuner.dev", "oomrecommendations", None), ("get", "", "secrets", None),
+                                       ("list", "", "configmaps", None), ("patch", "apps", "deployments", None),
+                                       ("create", "", "events", None), ("update", "oomtuner.dev", "oomrecommendations", "status")):
+        assert not _can(client, verb=verb, group=group, resource=resource, subresource=sub, namespace=namespace), (verb, resource)
+
+    # The dashboard's command line as the chart renders it; only the port is local.
+    deployment = next(d for d in render(sets=["dashboard.web.enabled=true"])
+                      if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-dashboard"))
+    args = [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"] if not a.startswith(("--port", "--address"))]
+    port = _free_port()
+    log_path = tmp_path / "dashboard.log"
+    with open(log_path, "wb") as log:
+        web = subprocess.Popen([sys.executable, "-m", "oomtuner", *args, f"--port={port}", "--address=127.0.0.1",
+                                "--kubeconfig", str(tmp_path / "kubeconfig")],
+                               stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "OOMTUNER_PROMETHEUS_URL": ""})
+    try:
+        import urllib.request
+
+        def page(path: str) -> str | None:
+            assert web.poll() is None, log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return None
+
+        kit.wait_for(lambda: page("/healthz"), timeout=30, what="the dashboard's /healthz")
+        for path in ("/", "/workloads", "/nodes"):
+            html = page(path)
+            assert html is not None and "Could not refresh" not in html, f"{path}:\n{html}"
+        assert f'data-node="{kube.list("/api/v1/nodes")[0]["metadata"]["name"]}"' in (page("/nodes") or "")
+    except BaseException:
+        print("---- dashboard log ----\n" + log_path.read_text(errors="replace"))
+        raise
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+    assert "403" not in log_path.read_text(errors="replace")

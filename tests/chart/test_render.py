@@ -45,7 +45,7 @@ def test_lint_strict_with_each_ci_values_file(values: pathlib.Path) -> None:
 
 
 def test_there_are_ci_values_files_for_every_mode() -> None:
-    assert set(CI_IDS) >= {"default", "ha", "standalone", "all-features", "namespaced"}
+    assert set(CI_IDS) >= {"default", "ha", "standalone", "all-features", "namespaced", "web-dashboard"}
 
 
 @pytest.mark.parametrize(("setting", "where", "key"), [
@@ -56,6 +56,7 @@ def test_there_are_ci_values_files_for_every_mode() -> None:
     ("prometheusRule.operatorDown.threshold=3", "at '/prometheusRule/operatorDown'", "'threshold'"),
     ("tolerations[0].keys=a", "at '/tolerations/0'", "'keys'"),
     ("securityContext.privilegd=true", "at '/securityContext'", "'privilegd'"),
+    ("dashboard.web.enable=true", "at '/dashboard/web'", "'enable'"),
 ])
 def test_schema_rejects_an_unknown_key(setting: str, where: str, key: str) -> None:
     done = template_text(sets=[setting], check=False)
@@ -652,3 +653,55 @@ def test_listeners_and_culprit_names_reach_the_command_line() -> None:
     assert "--culprit-names=same-namespace" in default
     agent_args = one(render(sets=["agent.enabled=true", "agent.metricsAddress=10.0.0.1"]), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--metrics-address=10.0.0.1" in agent_args
+
+
+# ---- the web dashboard ---------------------------------------------------------------------------
+
+
+def _dashboard_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "dashboard"]
+
+
+def test_web_dashboard_is_off_by_default_and_apart_from_the_grafana_one() -> None:
+    assert not _dashboard_objects(render())
+    grafana_only = render(sets=["dashboard.enabled=true"])
+    assert not _dashboard_objects(grafana_only) and one(grafana_only, "ConfigMap", "oomtuner-dashboard")
+    web_only = render(sets=["dashboard.web.enabled=true"])
+    assert not find(web_only, "ConfigMap")
+    assert {d["kind"] for d in _dashboard_objects(web_only)} == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+
+
+def test_web_dashboard_reads_only_unless_approvals_are_allowed() -> None:
+    docs = render(sets=["dashboard.web.enabled=true", "operator.prometheusUrl=http://prometheus:9090"])
+    role = one(docs, "ClusterRole", "oomtuner-dashboard")
+    assert _grants(role["rules"]) == {("oomtuner.dev", "oomrecommendations", "get"), ("oomtuner.dev", "oomrecommendations", "list"),
+                                      ("", "pods", "list"), ("", "nodes", "list"), ("", "events", "list")}
+    binding = one(docs, "ClusterRoleBinding", "oomtuner-dashboard")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "oomtuner-dashboard", "namespace": "oomtuner-system"}]
+    deployment = one(docs, "Deployment", "oomtuner-dashboard")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "oomtuner-dashboard"
+    c = spec["containers"][0]
+    assert c["args"][0] == "dashboard" and "--allow-approve" not in c["args"]
+    assert "--prometheus-url=http://prometheus:9090" in c["args"] and "--address=0.0.0.0" in c["args"]
+    assert c["image"] == container(docs, "Deployment")["image"]
+    service = one(docs, "Service", "oomtuner-dashboard")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "dashboard"
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    operator = one(docs, "Deployment", "oomtuner")["spec"]["selector"]["matchLabels"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in operator.items()), "the operator's Service and PDB must not select it"
+    approving = render(sets=["dashboard.web.enabled=true", "dashboard.web.allowApprove=true"])
+    assert _grants(one(approving, "ClusterRole", "oomtuner-dashboard")["rules"]) - _grants(role["rules"]) == {
+        ("oomtuner.dev", "oomrecommendations", "patch")}
+    assert "--allow-approve" in one(approving, "Deployment", "oomtuner-dashboard")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_web_dashboard_args_are_accepted_by_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(CHART / "ci" / "web-dashboard-values.yaml")
+    c = one(docs, "Deployment", "oomtuner-dashboard")["spec"]["template"]["spec"]["containers"][0]
+    ctx = _parse(c["args"], monkeypatch)
+    assert ctx.params["allow_approve"] is True and ctx.params["refresh"] == 5 and ctx.params["top"] == 10
+    assert ctx.params["port"] == c["ports"][0]["containerPort"] and ctx.params["root_path"] == "/oomtuner"

@@ -17,7 +17,6 @@ ALLOWED = {
     "module domain/recommend.py": 762,
     "module prom/usage.py": 684,
     "function domain/recommend.py:recommend_container": 164,
-    "function report.py:collect": 97,
     "function domain/child_kills.py:kills_from_event": 95,
     "function domain/recommend.py:_node_bump": 65,
     "function cli.py:run": 63,

@@ -424,9 +424,11 @@ def down(*, purge: bool = False, echo: Echo = print) -> None:
 
 
 def _down(paths: Paths, *, echo: Echo) -> None:
-    # The lab's Prometheus and exporter, when `oomtuner lab prometheus up` started them.
-    from oomtuner_lab import prometheus
+    # The lab's Prometheus and exporter, when `oomtuner lab prometheus up` started them, and the
+    # dashboard `make demo` leaves running.
+    from oomtuner_lab import dashboard, prometheus
 
+    dashboard.stop(echo=echo)
     prometheus.lab_down(echo=echo)
     for name in reversed(COMPONENTS):
         proc = paths.proc(name)

@@ -13,8 +13,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Callable, Generic, Optional, TypeVar
 
-import pydantic
-
 from oomtuner.api import policy, recommendation, types
 from oomtuner.kube import api
 

@@ -84,3 +84,22 @@ app.kubernetes.io/component: agent
 {{- define "oomtuner.peeringName" -}}
 {{- include "oomtuner.fullname" . }}
 {{- end }}
+
+{{/* The web dashboard (`dashboard.web`): its name, selector and ServiceAccount. */}}
+{{- define "oomtuner.dashboardName" -}}
+{{- printf "%s-dashboard" (include "oomtuner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "oomtuner.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "oomtuner.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dashboard
+{{- end }}
+
+{{- define "oomtuner.dashboardServiceAccountName" -}}
+{{- if .Values.dashboard.web.serviceAccount.create }}
+{{- default (include "oomtuner.dashboardName" .) .Values.dashboard.web.serviceAccount.name }}
+{{- else }}
+{{- required "dashboard.web.serviceAccount.name is required when dashboard.web.serviceAccount.create is false" .Values.dashboard.web.serviceAccount.name }}
+{{- end }}
+{{- end }}
