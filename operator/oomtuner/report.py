@@ -42,10 +42,9 @@ def collect(
     nodes = node_capacities(client.list("/api/v1/nodes"))
     path = f"/api/v1/namespaces/{api.quote(namespace)}/pods" if namespace else "/api/v1/pods"
     bodies = client.list(path)
-    workloads: dict[tuple[str, str], dict[str, Any]] = {}
-    node_kills: list[tuple[kills.OOMKill, str]] = []
-    placed: list[tuple[str, int, core.Pod]] = []
     node_ooms = node_ooms_in(client.list("/api/v1/events", query={"fieldSelector": NODE_EVENTS}))
+    placed: list[tuple[str, int, core.Pod]] = []
+    seen: list[tuple[core.Pod, Mapping[str, Any], list[kills.OOMKill]]] = []
     for body in bodies:
         try:
             pod = core.parse_pod(body)
@@ -55,14 +54,34 @@ def collect(
         if where is not None:
             placed.append((*where, pod))
         node = pod.spec.nodeName
-        seen = kills.kills_from_pod(pod, node_memory_capacity=nodes.get(node) if node else None)
-        if not seen:
-            continue
+        found = kills.kills_from_pod(pod, node_memory_capacity=nodes.get(node) if node else None)
+        if found:
+            seen.append((pod, body, found))
+    result_workloads, node_kills = _workloads(client, seen, node_ooms=node_ooms)
+    at = now or datetime.datetime.now(datetime.timezone.utc)
+    result_nodes, ranked_by = next_victims(nodes, placed, top=top, usage=usage, at=at)
+    source = usage if usage is not None else prom_usage.Disabled()
+    return {
+        "workloads": result_workloads,
+        "nodeKills": _node_kills(client, source, node_kills, nodes=nodes, now=at,
+                                 namespaces=[namespace] if namespace else []),
+        "nodes": result_nodes,
+        "ranking": ranked_by,
+    }
+
+
+def _workloads(client: api.Client, seen: Sequence[tuple[core.Pod, Mapping[str, Any], list[kills.OOMKill]]], *,
+               node_ooms: Sequence[classify.NodeOOM]) -> tuple[list[dict[str, Any]], list[tuple[kills.OOMKill, str]]]:
+    """The kills of the pods that show some, per workload and container (classified with the node
+    OOMs), and the Node kills among them with their workload."""
+    workloads: dict[tuple[str, str], dict[str, Any]] = {}
+    node_kills: list[tuple[kills.OOMKill, str]] = []
+    for _pod, body, found in seen:
         target = owners.resolve(client, body)
-        key = (target.namespace, target.display)
-        entry = workloads.setdefault(key, {"namespace": target.namespace, "workload": target.display, "containers": {}})
-        for k in seen:
-            cls, reason = classify.classify(k, node_ooms=node_ooms)
+        entry = workloads.setdefault((target.namespace, target.display),
+                                     {"namespace": target.namespace, "workload": target.display, "containers": {}})
+        for k in found:
+            cls, _reason = classify.classify(k, node_ooms=node_ooms)
             if cls == types.Classification.NODE and k.node:
                 node_kills.append((k, target.display))
             cont = entry["containers"].setdefault(
@@ -76,22 +95,10 @@ def collect(
             stamp = timestamps.format_or_none(k.at)
             if stamp and (cont["lastKill"] is None or stamp > cont["lastKill"]):
                 cont["lastKill"] = stamp
-    result_workloads = []
-    for (_, _), entry in sorted(workloads.items()):
-        containers = []
-        for c in entry["containers"].values():
-            containers.append({**c, "classifications": sorted(c["classifications"])})
-        result_workloads.append({**entry, "containers": containers})
-    at = now or datetime.datetime.now(datetime.timezone.utc)
-    result_nodes, ranked_by = next_victims(nodes, placed, top=top, usage=usage, at=at)
-    source = usage if usage is not None else prom_usage.Disabled()
-    return {
-        "workloads": result_workloads,
-        "nodeKills": _node_kills(client, source, node_kills, nodes=nodes, now=at,
-                                 namespaces=[namespace] if namespace else []),
-        "nodes": result_nodes,
-        "ranking": ranked_by,
-    }
+    result = [{**entry, "containers": [{**c, "classifications": sorted(c["classifications"])}
+                                       for c in entry["containers"].values()]}
+              for _key, entry in sorted(workloads.items())]
+    return result, node_kills
 
 
 def node_ooms_in(events: Iterable[Mapping[str, Any]]) -> list[classify.NodeOOM]:

@@ -148,7 +148,7 @@ def test_nothing_to_rank_is_no_warning() -> None:
 
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_connect", lambda kubeconfig, context, **_: FakeClient())
+    monkeypatch.setattr(cli.cluster, "connect", lambda kubeconfig, context, **_: FakeClient())
     for name in ("URL", "TIMEOUT", "BEARER_TOKEN_FILE", "CA_FILE"):
         monkeypatch.delenv(f"OOMTUNER_PROMETHEUS_{name}", raising=False)
 

@@ -236,6 +236,31 @@ def kills_from_event(
     involved = event.involvedObject
     if pod is not None and involved.uid and pod.metadata.uid and pod.metadata.uid != involved.uid:
         pod = None
+    where = _where(event, pod, facts)
+    if where is None:
+        return []
+    namespace, name, pod_uid, container, at = where
+    from_path = parse_field_path(involved.fieldPath)
+    known = _what_the_pod_knows(pod, container, facts=facts, node_memory_capacity=node_memory_capacity,
+                                container_type=from_path[0] if from_path else types.ContainerType.CONTAINER)
+    node = event.source.host or known.node
+    first = facts.oom_kill - min(facts.new_kills, evidence.MAX_KILLS_PER_EVENT) + 1
+    base = ChildOOMKill(
+        namespace=namespace, pod=name, pod_uid=pod_uid, container=container, container_type=known.container_type,
+        node=node, at=at, started_at=known.started_at, restart_count=known.restart_count,
+        exit_code=kills.OOM_EXIT_CODE, container_id=facts.container_id, request=known.request,
+        limit_at_kill=facts.limit if facts.limit is not None else known.limit, qos_class=known.qos_class,
+        oom_score_adj=known.oom_score_adj, pod_memory_limit=known.pod_limit, oom_kill_counter=first,
+        hit_own_limit=facts.hit_limit,
+    )
+    return [dataclasses.replace(base, oom_kill_counter=counter) for counter in range(first, facts.oom_kill + 1)]
+
+
+def _where(event: core.Event, pod: core.Pod | None,
+           facts: ChildKillFacts) -> tuple[str, str, str, str, datetime.datetime] | None:
+    """(namespace, pod, pod uid, container, time) of the kills, from the event and else the pod;
+    None when any of them is unknown."""
+    involved = event.involvedObject
     from_path = parse_field_path(involved.fieldPath)
     container = from_path[1] if from_path else facts.container
     pod_uid = involved.uid or (pod.metadata.uid if pod is not None else None)
@@ -243,60 +268,49 @@ def kills_from_event(
     name = involved.name or (pod.metadata.name if pod else None)
     at = event.eventTime or event.lastTimestamp or event.firstTimestamp or event.metadata.creationTimestamp
     if not container or not pod_uid or not namespace or not name or at is None:
-        return []
+        return None
+    return namespace, name, pod_uid, container, at
 
-    container_type = from_path[0] if from_path else types.ContainerType.CONTAINER
+
+@dataclasses.dataclass(frozen=True)
+class _PodFacts:
+    """What only the pod knows of a child kill's container (defaults without the pod)."""
+
+    container_type: types.ContainerType
+    qos_class: types.QOSClass
+    oom_score_adj: int | None
     request: int | None = None
-    spec_limit: int | None = None
+    limit: int | None = None
     pod_limit: int | None = None
-    restart_count = 0
+    node: str | None = None
+    restart_count: int = 0
     started_at: datetime.datetime | None = None
-    qos_class = facts.qos_class
-    score_adj: int | None = {
-        types.QOSClass.GUARANTEED: qos.GUARANTEED_OOM_SCORE_ADJ,
-        types.QOSClass.BEST_EFFORT: qos.BEST_EFFORT_OOM_SCORE_ADJ,
-    }.get(qos_class)
-    node = event.source.host
-    if pod is not None:
-        found = resources.find_container(pod, container)
-        if found is not None:
-            container_type = found[1]
-        request = resources.memory_request(pod, container)
-        spec_limit = resources.memory_limit(pod, container)
-        pod_limit = resources.pod_memory_limit(pod)
-        qos_class = qos.effective_qos_class(pod)
-        score_adj = qos.oom_score_adj(pod=pod, container_name=container, node_memory_capacity=node_memory_capacity)
-        node = node or pod.spec.nodeName
-        status = resources.find_status(pod, container)
-        if status is not None:
-            restart_count = status.restartCount
-            if bare_container_id(status.containerID) == facts.container_id and status.state.running is not None:
-                started_at = status.state.running.startedAt
 
-    first = facts.oom_kill - min(facts.new_kills, evidence.MAX_KILLS_PER_EVENT) + 1
-    return [
-        ChildOOMKill(
-            namespace=namespace,
-            pod=name,
-            pod_uid=pod_uid,
-            container=container,
-            container_type=container_type,
-            node=node,
-            at=at,
-            started_at=started_at,
-            restart_count=restart_count,
-            exit_code=kills.OOM_EXIT_CODE,
-            container_id=facts.container_id,
-            request=request,
-            limit_at_kill=facts.limit if facts.limit is not None else spec_limit,
-            qos_class=qos_class,
-            oom_score_adj=score_adj,
-            pod_memory_limit=pod_limit,
-            oom_kill_counter=counter,
-            hit_own_limit=facts.hit_limit,
-        )
-        for counter in range(first, facts.oom_kill + 1)
-    ]
+
+def _what_the_pod_knows(pod: core.Pod | None, container: str, *, facts: ChildKillFacts, node_memory_capacity: int | None,
+                        container_type: types.ContainerType) -> _PodFacts:
+    """Without the pod, the QoS class comes from the message, and oom_score_adj is known for
+    Guaranteed and BestEffort only."""
+    if pod is None:
+        adj = {types.QOSClass.GUARANTEED: qos.GUARANTEED_OOM_SCORE_ADJ,
+               types.QOSClass.BEST_EFFORT: qos.BEST_EFFORT_OOM_SCORE_ADJ}.get(facts.qos_class)
+        return _PodFacts(container_type=container_type, qos_class=facts.qos_class, oom_score_adj=adj)
+    found = resources.find_container(pod, container)
+    status = resources.find_status(pod, container)
+    started_at = None
+    if status is not None and bare_container_id(status.containerID) == facts.container_id and status.state.running is not None:
+        started_at = status.state.running.startedAt
+    return _PodFacts(
+        container_type=found[1] if found is not None else container_type,
+        qos_class=qos.effective_qos_class(pod),
+        oom_score_adj=qos.oom_score_adj(pod=pod, container_name=container, node_memory_capacity=node_memory_capacity),
+        request=resources.memory_request(pod, container),
+        limit=resources.memory_limit(pod, container),
+        pod_limit=resources.pod_memory_limit(pod),
+        node=pod.spec.nodeName,
+        restart_count=status.restartCount if status is not None else 0,
+        started_at=started_at,
+    )
 
 
 def kill_from_event(

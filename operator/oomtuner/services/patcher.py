@@ -130,6 +130,15 @@ class Patcher:
             logger.warning("%s %s/%s: patch attempt %d failed, tried again at %s: %s", target.kind, target.namespace,
                            target.name, attempts, timestamps.format(due), outcome.message)
             return HeldBack(due=due)
+        self._record(rec, outcome, target=target, chosen=chosen, changes=changes, before=before, approval=approval,
+                     trigger=trigger, stamp=stamp)
+        return None
+
+    def _record(self, rec: recommendation.OOMRecommendation, outcome: patching.Outcome, *, target: workload.Workload,
+                chosen: policy.OOMPolicy | None, changes: list[patch.MemoryChange],
+                before: list[recommend.ContainerResources], approval: bool, trigger: Trigger, stamp: str) -> None:
+        """A patch went out (or was refused for good): resize the running pods (InPlace), write the
+        outcome into the status, and tell the workload."""
         settling = {c.name for c in rec.status.containers if c.settled}
         resize_errors: list[str] = []
         if outcome.result == patching.Result.APPLIED:
@@ -150,7 +159,6 @@ class Patcher:
         if outcome.result == patching.Result.APPLIED and {ch.container for ch in changes} <= settling:
             reason = events.Reason.RESOURCES_SETTLED
         self._announcer.post(involved=announcer_mod.involved_workload(target), reason=reason, message=message)
-        return None
 
     def _autoscaled(self, rec: recommendation.OOMRecommendation, *, target: workload.Workload,
                     chosen: policy.OOMPolicy | None, found: list[domain_autoscalers.Found],
