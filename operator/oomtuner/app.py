@@ -56,7 +56,8 @@ class App:
         workloads = owners.Workloads(client)
         self.announcer = announcer.Announcer(client, clock=clock)
         self.nodes = nodes.Nodes(client)
-        self.policies = policies.Policies(client, settings=settings, announcer=self.announcer, clock=clock)
+        self.policies = policies.Policies(client, settings=settings, announcer=self.announcer, clock=clock,
+                                          monotonic=monotonic)
         self.recommendations = recommendations.Recommendations(client)
         self.caps = caps.Caps(client, nodes=self.nodes)
         self.recompute = recompute.Recompute(usage=source, caps=self.caps)
@@ -114,6 +115,9 @@ class App:
     def on_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         self.policies.on_policy(body, deleted=deleted)
 
+    def on_cluster_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        self.policies.on_cluster_policy(body, deleted=deleted)
+
     def on_recommendation(self, body: Mapping[str, Any]) -> bool:
         """Apply an approved recommendation once per approval. Returns True when it acted.
 
@@ -164,7 +168,7 @@ class App:
         replayed at start-up are then judged with the right policy (mode, caps), node capacities and
         the patches owed. Raises on an API error (the caller tries again). Returns what it read."""
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-        policies_read = sum(self.policies.learn(namespace) for namespace in namespaces)
+        policies_read = sum(self.policies.learn(namespace) for namespace in namespaces) + self.policies.learn_cluster()
         nodes_read = 0
         for body in self.client.list(api.cluster(group="", version="v1", plural="nodes")):
             try:
@@ -177,7 +181,7 @@ class App:
             self.held.hold(rec)
             self.settler.track(rec)
         owed = len(self.held.scheduled())
-        return (f"read {policies_read} valid OOMPolicies, {nodes_read} Nodes and {len(recs)} OOMRecommendations "
+        return (f"read {policies_read} valid OOMPolicies and ClusterOOMPolicies, {nodes_read} Nodes and {len(recs)} OOMRecommendations "
                 f"({owed} with a patch owed)")
 
     def apply_due(self) -> int:

@@ -70,10 +70,12 @@ def _parse(body: dict[str, Any], *, source: str) -> core.Pod:
 def load_policy(path: str, *, budget: inputs.Budget | None = None) -> policy.OOMPolicy:
     source, data = inputs.read_bytes(path, budget=budget)
     docs = inputs.documents(inputs.decode(data, source=source), source=source)
-    if len(docs) != 1 or not isinstance(docs[0], dict) or docs[0].get("kind") != policy.KIND:
-        raise InputError(f"{source}: expected one OOMPolicy")
+    kind = docs[0].get("kind") if len(docs) == 1 and isinstance(docs[0], dict) else None
+    if kind not in (policy.KIND, policy.CLUSTER_KIND):
+        raise InputError(f"{source}: expected one OOMPolicy or ClusterOOMPolicy")
     try:
-        parsed = policy.parse(docs[0], source=source)
+        parsed = (policy.parse(docs[0], source=source) if kind == policy.KIND
+                  else policy.parse_cluster(docs[0], source=source).as_policy())
     except policy.InvalidPolicy as exc:
         raise InputError(str(exc)) from None
     found = policies.problem(parsed)
@@ -101,7 +103,8 @@ def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPol
             rec = recommend.recommend_container(
                 current=res, kills=mine, classifications=[v[0] for v in verdicts], settings=settings, caps=caps
             )
-            rec_json = {"memoryRequest": rec.request, "memoryLimit": rec.limit, "phase": rec.phase.value, "reason": rec.reason}
+            rec_json = {"memoryRequest": rec.request, "memoryLimit": rec.limit, "phase": rec.phase.value, "reason": rec.reason,
+                        "policy": chosen.metadata.name if chosen else None}
         containers.append(
             {
                 "name": res.name,

@@ -145,6 +145,11 @@ async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: 
     await _run("policy", _app(memo).on_policy, dict(body), deleted=type == "DELETED")
 
 
+@kopf.on.event(policy.GROUP, policy.VERSION, policy.CLUSTER_PLURAL)
+async def cluster_policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await _run("cluster policy", _app(memo).on_cluster_policy, dict(body), deleted=type == "DELETED")
+
+
 @kopf.on.event(recommendation.GROUP, recommendation.VERSION, recommendation.PLURAL)
 async def recommendation_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":

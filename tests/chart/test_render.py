@@ -297,7 +297,9 @@ EXPECTED_NAMESPACED = (
        for v in (*READ, "create", "update", "patch", "delete")}
     | {("oomtuner.dev", f"{res}/status", v) for res in ("oompolicies", "oomrecommendations") for v in ("get", "update", "patch")}
 )
-EXPECTED_CLUSTER = {("", "nodes", v) for v in READ} | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in READ}
+EXPECTED_CLUSTER = ({("", "nodes", v) for v in READ} | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in READ}
+                    | {("oomtuner.dev", "clusteroompolicies", v) for v in READ}
+                    | {("oomtuner.dev", "clusteroompolicies/status", v) for v in ("get", "update", "patch")})
 
 
 def test_operator_clusterrole_is_the_reviewed_least_privilege_list() -> None:
@@ -305,7 +307,8 @@ def test_operator_clusterrole_is_the_reviewed_least_privilege_list() -> None:
     rules = one(docs, "ClusterRole", "oomtuner")["rules"]
     assert not any("*" in r["apiGroups"] + r["resources"] + r["verbs"] for r in rules), "no wildcards"
     peering = {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch")}
-    assert _grants(rules) == EXPECTED_NAMESPACED | EXPECTED_CLUSTER | peering
+    namespaces = {("", "namespaces", v) for v in ("get", "list")}
+    assert _grants(rules) == EXPECTED_NAMESPACED | EXPECTED_CLUSTER | peering | namespaces
     named = [r for r in rules if r.get("resourceNames")]
     assert named == [{"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "resourceNames": ["oomtuner"],
                       "verbs": ["get", "patch"]}]

@@ -3,6 +3,8 @@ annotation. Pure domain logic."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from oomtuner.api import policy, types
@@ -72,3 +74,32 @@ def test_invalid_policy_message_names_object_and_field() -> None:
     with pytest.raises(policy.InvalidPolicy) as err:
         policy.parse({"metadata": {"name": "p", "namespace": "team"}, "spec": {"mode": "Yolo"}})
     assert "spec.mode" in str(err.value)
+
+
+# ---- ClusterOOMPolicies ----------------------------------------------------------------------------
+
+
+def _cluster(name: str, *, namespaces: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> Any:
+    spec: dict[str, Any] = {}
+    if namespaces is not None:
+        spec["namespaceSelector"] = {"matchLabels": namespaces}
+    if labels is not None:
+        spec["selector"] = {"matchLabels": labels}
+    return policy.parse_cluster({"metadata": {"name": name}, "spec": spec})
+
+
+def test_the_most_specific_cluster_policy_that_selects_namespace_and_workload_wins() -> None:
+    fleet = [_cluster("all"), _cluster("prod", namespaces={"env": "prod"}),
+             _cluster("prod-web", namespaces={"env": "prod"}, labels={"app": "web"}), _cluster("dev", namespaces={"env": "dev"})]
+    assert selection.choose_cluster(fleet, namespace_labels={"env": "prod"}, labels={"app": "web"}).metadata.name == "prod-web"
+    assert selection.choose_cluster(fleet, namespace_labels={"env": "prod"}, labels={"app": "db"}).metadata.name == "prod"
+    assert selection.choose_cluster(fleet, namespace_labels={}, labels={"app": "web"}).metadata.name == "all"
+    assert selection.choose_cluster(fleet[1:], namespace_labels={"env": "qa"}, labels={}) is None
+    # Ties go to the first name.
+    tie = [_cluster("b", namespaces={"env": "prod"}), _cluster("a", namespaces={"env": "prod"})]
+    assert selection.choose_cluster(tie, namespace_labels={"env": "prod"}, labels={}).metadata.name == "a"
+
+
+def test_a_cluster_policy_stands_for_an_oompolicy_named_after_it() -> None:
+    found = _cluster("fleet", namespaces={"env": "prod"}).as_policy()
+    assert found.metadata.name == "ClusterOOMPolicy/fleet" and found.spec.mode is None

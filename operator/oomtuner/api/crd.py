@@ -118,8 +118,9 @@ def _top_schema(spec: type[pydantic.BaseModel], status: type[pydantic.BaseModel]
     }
 
 
-def _policy_schema() -> dict[str, Any]:
-    schema = _top_schema(policy.OOMPolicySpec, policy.OOMPolicyStatus)
+def _policy_schema(spec_model: type[pydantic.BaseModel] = policy.OOMPolicySpec,
+                   status_model: type[pydantic.BaseModel] = policy.OOMPolicyStatus) -> dict[str, Any]:
+    schema = _top_schema(spec_model, status_model)
     spec = schema["properties"]["spec"]
     # Rules the OpenAPI keywords cannot say. Each message names the field it is about.
     spec["x-kubernetes-validations"] = [
@@ -155,6 +156,7 @@ def _crd(
     *,
     kind: str,
     plural: str,
+    scope: str = "Namespaced",
     short: str,
     schema: dict[str, Any],
     columns: list[dict[str, Any]],
@@ -170,7 +172,7 @@ def _crd(
         },
         "spec": {
             "group": policy.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
@@ -214,6 +216,22 @@ def definitions() -> dict[str, dict[str, Any]]:
                     "type": "string",
                     "jsonPath": ".status.conditions[?(@.type=='Valid')].status",
                 },
+                age,
+            ],
+        ),
+        f"{policy.GROUP}_{policy.CLUSTER_PLURAL}.yaml": _crd(
+            kind=policy.CLUSTER_KIND,
+            plural=policy.CLUSTER_PLURAL,
+            scope="Cluster",
+            short="coompol",
+            schema=_policy_schema(policy.ClusterOOMPolicySpec, policy.ClusterOOMPolicyStatus),
+            description="An OOMPolicy for every namespace its namespaceSelector selects; a namespace's own "
+            "OOMPolicy that selects a workload wins over it.",
+            columns=[
+                {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                {"name": "Max Limit", "type": "string", "jsonPath": ".spec.memory.maxLimit"},
+                {"name": "Namespaces", "type": "integer", "jsonPath": ".status.matchedNamespaces"},
+                {"name": "Valid", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Valid')].status"},
                 age,
             ],
         ),

@@ -163,6 +163,52 @@ class OOMPolicy(pydantic.BaseModel):
     status: OOMPolicyStatus | None = None
 
 
+CLUSTER_KIND = "ClusterOOMPolicy"
+CLUSTER_PLURAL = "clusteroompolicies"
+
+
+class ClusterOOMPolicySpec(OOMPolicySpec):
+    """An OOMPolicy's spec, for the namespaces `namespaceSelector` selects (README, "One policy for
+    the fleet")."""
+
+    namespaceSelector: LabelSelector | None = pydantic.Field(
+        default=None,
+        description="Selects the namespaces it governs by their labels. Empty selects every namespace.",
+    )
+
+
+class ClusterOOMPolicyStatus(OOMPolicyStatus):
+    matchedNamespaces: int | None = pydantic.Field(default=None, description="Namespaces the namespaceSelector selects.")
+
+
+class ClusterOOMPolicy(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    apiVersion: str = f"{GROUP}/{VERSION}"
+    kind: str = CLUSTER_KIND
+    metadata: core.ObjectMeta = pydantic.Field(default_factory=core.ObjectMeta)
+    spec: ClusterOOMPolicySpec = pydantic.Field(default_factory=ClusterOOMPolicySpec)
+    status: ClusterOOMPolicyStatus | None = None
+
+    def as_policy(self) -> OOMPolicy:
+        """The same settings as an OOMPolicy of the namespace it governs, named `ClusterOOMPolicy/<name>`
+        so that everyone who shows it (status.policy, events, explain) says where it came from."""
+        spec = OOMPolicySpec.model_validate(self.spec.model_dump(exclude={"namespaceSelector"}))
+        return OOMPolicy(metadata=core.ObjectMeta(name=cluster_ref(self.metadata.name)), spec=spec)
+
+
+def cluster_ref(name: str) -> str:
+    return f"{CLUSTER_KIND}/{name}"
+
+
+def parse_cluster(body: Any, *, source: str = "") -> ClusterOOMPolicy:
+    """Parse a ClusterOOMPolicy body. Raises InvalidPolicy with a one-line, readable message."""
+    try:
+        return ClusterOOMPolicy.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise InvalidPolicy(_describe(exc, body=body, source=source or f"{CLUSTER_KIND} {identify(body).name}")) from None
+
+
 def identify(body: Any) -> core.ObjectMeta:
     """The metadata of a policy body, read leniently even when the rest is invalid (to report on it)."""
     return core.meta_of(body)
@@ -173,6 +219,15 @@ def status_of(body: Any) -> OOMPolicyStatus | None:
     found = body.get("status") if isinstance(body, dict) else None
     try:
         return OOMPolicyStatus.model_validate(found or {})
+    except pydantic.ValidationError:
+        return None
+
+
+def cluster_status_of(body: Any) -> ClusterOOMPolicyStatus | None:
+    """The status a ClusterOOMPolicy body carries now; None when it has none that can be read."""
+    found = body.get("status") if isinstance(body, dict) else None
+    try:
+        return ClusterOOMPolicyStatus.model_validate(found or {})
     except pydantic.ValidationError:
         return None
 

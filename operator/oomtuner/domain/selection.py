@@ -2,7 +2,9 @@
 
 Several policies may live in one namespace. The one whose selector matches the workload's pod
 template labels governs it; when several match, the most specific selector (the most requirements)
-wins, then the name in alphabetical order, so the choice never depends on watch order.
+wins, then the name in alphabetical order, so the choice never depends on watch order. A namespace's
+own OOMPolicy always wins over a ClusterOOMPolicy; among ClusterOOMPolicies the same rule holds,
+counting the requirements of both their selectors (`choose_cluster`).
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ def matches(selector: policy.LabelSelector | None, labels: Mapping[str, str]) ->
     return True
 
 
+def _requirements(sel: policy.LabelSelector | None) -> int:
+    return 0 if sel is None else len(sel.matchLabels or {}) + len(sel.matchExpressions or [])
+
+
 def _specificity(p: policy.OOMPolicy) -> int:
-    sel = p.spec.selector
-    if sel is None:
-        return 0
-    return len(sel.matchLabels or {}) + len(sel.matchExpressions or [])
+    return _requirements(p.spec.selector)
 
 
 def choose(policies: Sequence[policy.OOMPolicy], labels: Mapping[str, str]) -> policy.OOMPolicy | None:
@@ -48,6 +51,24 @@ def choose(policies: Sequence[policy.OOMPolicy], labels: Mapping[str, str]) -> p
     if not candidates:
         return None
     candidates.sort(key=lambda p: (-_specificity(p), p.metadata.name))
+    return candidates[0]
+
+
+def _cluster_specificity(p: policy.ClusterOOMPolicy) -> int:
+    return _requirements(p.spec.selector) + _requirements(p.spec.namespaceSelector)
+
+
+def choose_cluster(policies: Sequence[policy.ClusterOOMPolicy], *, namespace_labels: Mapping[str, str],
+                   labels: Mapping[str, str]) -> policy.ClusterOOMPolicy | None:
+    """The ClusterOOMPolicy that governs a workload no OOMPolicy of its namespace selects: among those
+    whose namespaceSelector matches the namespace's labels and whose selector matches the workload's
+    pod template labels, the most specific (the most requirements of both selectors together), then
+    the name in alphabetical order."""
+    candidates = [p for p in policies if matches(p.spec.namespaceSelector, namespace_labels)
+                  and matches(p.spec.selector, labels)]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda p: (-_cluster_specificity(p), p.metadata.name))
     return candidates[0]
 
 

@@ -191,6 +191,24 @@ def list_policies(client: api.Client, *, namespace: str | None = None) -> list[d
     return client.list(api.cluster(group=policy.GROUP, version=policy.VERSION, plural=policy.PLURAL))
 
 
+def list_cluster_policies(client: api.Client) -> list[dict[str, Any]]:
+    """Raw ClusterOOMPolicy bodies ([] where the CRD is not installed yet)."""
+    try:
+        return client.list(api.cluster(group=policy.GROUP, version=policy.VERSION, plural=policy.CLUSTER_PLURAL))
+    except api.NotFound:
+        return []
+
+
+def write_cluster_policy_status(client: api.Client, *, name: str, status: policy.ClusterOOMPolicyStatus) -> None:
+    """Merge-patch a ClusterOOMPolicy's status; 404 (deleted meanwhile) is ignored."""
+    body = {"status": status.model_dump(mode="json", exclude_none=True)}
+    try:
+        client.merge_patch(api.cluster(group=policy.GROUP, version=policy.VERSION, plural=policy.CLUSTER_PLURAL,
+                                       name=name) + "/status", body)
+    except api.NotFound:
+        pass
+
+
 def write_policy_status(
     client: api.Client,
     *,
