@@ -107,6 +107,7 @@ def test_a_kill_in_state_records_everything() -> None:
         qos_class=types.QOSClass.BURSTABLE,
         oom_score_adj=1000 - (1000 * 128 * MI) // (8 * GI),
         pod_memory_limit=None,
+        instance=0,
     )
 
 
@@ -319,3 +320,15 @@ def test_unreadable_pods_name_the_object_and_the_field(body: dict[str, Any], mes
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)  # one line, not a pydantic dump
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(("state", "restarts", "from_last_state", "instance"), [
+    ({"running": {}}, 3, True, 2),  # restarted: lastState is the instance before the running one
+    ({"terminated": {"reason": "OOMKilled"}}, 3, True, 2),
+    ({"terminated": {"reason": "OOMKilled"}}, 3, False, 3),  # state is the newest instance
+    ({"waiting": {"reason": "CrashLoopBackOff"}}, 3, True, 3),  # waiting: the newest died and sits in lastState
+    ({"running": {}}, 0, True, 0),
+])
+def test_the_instance_a_termination_ended(state: dict[str, Any], restarts: int, from_last_state: bool, instance: int) -> None:
+    status = core.ContainerStatus.model_validate({"name": "app", "restartCount": restarts, "state": state})
+    assert kills.instance(status, from_last_state=from_last_state) == instance

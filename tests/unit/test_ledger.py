@@ -3,6 +3,7 @@ bursts of any size and skewed clocks; the evidence records capped. Pure domain l
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
@@ -139,3 +140,22 @@ def test_a_culprit_finding_becomes_the_kill_records_culprit() -> None:
                                             reason="likely culprit: ns/hog/app uses 1Gi")
     nobody = ledger.culprit_record(classify.no_culprit("no usage data: down"))
     assert nobody.model_dump(exclude_none=True) == {"reason": "no culprit named: no usage data: down"}
+
+
+def _numbered(instance: int, minute: int, uid: str = "u1") -> kills.OOMKill:
+    return dataclasses.replace(_kill(minute, uid=uid), instance=instance, restart_count=instance)
+
+
+def test_kills_the_status_no_longer_shows_are_inferred_from_the_instance_numbers() -> None:
+    """Counted up to instance 3; the operator was away while 4, 5 and 6 died: the status shows 5 and 6."""
+    status = recommendation.OOMRecommendationStatus(counted=ledger.count([], [_numbered(3, 3)]))
+    assert status.counted[0].instance == 3
+    (gone,) = ledger.missed(status, [_numbered(5, 5), _numbered(6, 6)])
+    assert (gone.instance, gone.at, gone.identity) == (4, None, "u1/app/restart-4")
+    # Once counted, nothing is inferred again; a first sighting infers nothing.
+    after = recommendation.OOMRecommendationStatus(counted=ledger.count(status.counted, [gone, _numbered(5, 5), _numbered(6, 6)]))
+    assert after.counted[0].instance == 6 and ledger.missed(after, [_numbered(7, 7)]) == []
+    assert ledger.missed(recommendation.OOMRecommendationStatus(), [_numbered(9, 9)]) == []
+    # Another pod, or a container the status does not number, infers nothing either.
+    assert ledger.missed(status, [_numbered(8, 8, uid="u2")]) == []
+    assert ledger.missed(status, [_kill(8)]) == []

@@ -146,6 +146,10 @@ class Counted(pydantic.BaseModel):
     childKills: list[ChildKillsCounted] = pydantic.Field(
         default_factory=list, max_length=4, description="The node agent's kills counted, per container instance (at most two)."
     )
+    instance: int | None = pydantic.Field(
+        default=None, ge=0,
+        description="The newest container instance (counted from 0, as restartCount counts) whose kill was counted.",
+    )
 
 
 class Applied(pydantic.BaseModel):

@@ -35,7 +35,9 @@ class OOMKill:
     `request` and `limit_at_kill` are the container's memory request and limit in bytes, read from the
     container status when the cluster reports it (in-place resize) and else from the spec; None means
     none was set. `pod_memory_limit` is the pod-level limit (spec.resources.limits.memory).
-    `oom_score_adj` is None for a Burstable pod when the node's capacity was unknown.
+    `oom_score_adj` is None for a Burstable pod when the node's capacity was unknown. `instance` is
+    which instance of the container died, counted from 0 as the kubelet counts restarts (`instance`),
+    None when the status does not say.
     """
 
     namespace: str
@@ -54,6 +56,7 @@ class OOMKill:
     qos_class: types.QOSClass
     oom_score_adj: int | None
     pod_memory_limit: int | None
+    instance: int | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def identity(self) -> str:
@@ -114,6 +117,7 @@ def _kills_with_source(
                 at=terminated.finishedAt,
                 started_at=terminated.startedAt,
                 restart_count=status.restartCount,
+                instance=instance(status, from_last_state=from_last_state),
                 exit_code=terminated.exitCode if terminated.exitCode is not None else OOM_EXIT_CODE,
                 container_id=container_id,
                 request=resources.memory_request(pod, status.name),
@@ -125,6 +129,20 @@ def _kills_with_source(
                 pod_memory_limit=pod_limit,
             )
             yield kill, status, from_last_state
+
+
+def instance(status: core.ContainerStatus, *, from_last_state: bool) -> int:
+    """Which instance of the container a termination in its status ended, counted from 0.
+
+    The kubelet's restartCount is the number of the newest instance it created. A termination in
+    `state` is that instance's; one in `lastState` is the one before, except while the container
+    waits to be restarted (CrashLoopBackOff): the newest instance is then the one that died, and it
+    sits in `lastState`.
+    """
+    if not from_last_state:
+        return status.restartCount
+    waiting = status.state.waiting is not None and status.state.running is None and status.state.terminated is None
+    return status.restartCount if waiting else max(status.restartCount - 1, 0)
 
 
 def kills_from_pod(pod: core.Pod, *, node_memory_capacity: int | None) -> list[OOMKill]:

@@ -10,6 +10,7 @@ entries of pods that are gone are dropped (`prune`), since a pod that is gone ne
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Sequence
@@ -194,9 +195,35 @@ def count(counted: Sequence[recommendation.Counted], added: Sequence[kills.OOMKi
             suffix = _suffix(kill)
             if suffix not in entry.kills:
                 entry.kills = (entry.kills + [suffix])[-KILLS_KEPT:]
+            if kill.instance is not None and (entry.instance is None or kill.instance > entry.instance):
+                entry.instance = kill.instance
         result.remove(entry)
         result.append(entry)  # most recently counted last
     return result[-recommendation.MAX_COUNTED:]
+
+
+def missed(status: recommendation.OOMRecommendationStatus, fresh: Sequence[kills.OOMKill]) -> list[kills.OOMKill]:
+    """The kills the pod status no longer shows: the container instances that died between the newest
+    one counted and the ones in `fresh` (new pod-status kills), while nobody was looking (the
+    operator stopped, a failover). A status shows only the two newest terminations, so their reason
+    is gone; between two OOM kills of a container that keeps being OOM-killed they are taken as OOM
+    kills too, so the count matches the restarts (README, "How a kill is seen, counted and
+    classified"). Each stands for its instance: identity `…/restart-<instance>`, no time, the
+    memory of the fresh kill after it. Nothing is inferred for a container counted for the first
+    time, or one whose instances the status does not number."""
+    inferred: dict[str, kills.OOMKill] = {}
+    for kill in fresh:
+        entry = _entry(status.counted, kill)
+        if isinstance(kill, child_kills.ChildOOMKill) or kill.instance is None or entry is None or entry.instance is None:
+            continue
+        seen = {k.instance for k in fresh if k.pod_uid == kill.pod_uid and k.container == kill.container}
+        for number in range(entry.instance + 1, kill.instance):
+            if number in seen:
+                continue
+            gone = dataclasses.replace(kill, at=None, started_at=None, container_id=None, restart_count=number,
+                                       instance=number)
+            inferred.setdefault(gone.identity, gone)
+    return list(inferred.values())
 
 
 def prune(counted: Sequence[recommendation.Counted], *, gone: set[str]) -> list[recommendation.Counted]:

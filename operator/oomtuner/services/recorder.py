@@ -46,6 +46,19 @@ class Recorded:
     overridden: list[str]
 
 
+def _with_missed(status: recommendation.OOMRecommendationStatus, added: list[ledger.Classified]) -> list[ledger.Classified]:
+    """The kills the pod status no longer shows (`ledger.missed`), classified as the kill after them."""
+    after = {a.kill.identity: a for a in added}
+    found = []
+    for gone in ledger.missed(status, [a.kill for a in added]):
+        later = min((a for a in after.values() if a.kill.pod_uid == gone.pod_uid and a.kill.container == gone.container
+                     and (a.kill.instance or 0) > (gone.instance or 0)), key=lambda a: a.kill.instance or 0)
+        found.append(ledger.Classified(kill=gone, classification=later.classification, reason=(
+            f"restart {gone.instance} of the container happened while the operator was not watching, between two "
+            "OOM kills; its reason is no longer in the pod status, and it is counted as an OOM kill like them")))
+    return found
+
+
 class Recorder:
     def __init__(self, client: api.Client, *, policies: policies_mod.Policies,
                  recommendations: recommendations_mod.Recommendations, recompute: recompute_mod.Recompute,
@@ -83,6 +96,7 @@ class Recorder:
             added = [c for c in classified if c.kill.identity in unseen]
             if not added:
                 return None
+            added = _with_missed(obj.status, added) + added
             obj.status.kills = ledger.append(obj.status.kills, added)
             obj.status.counted = ledger.count(ledger.prune(obj.status.counted, gone=gone), [a.kill for a in added])
             overridden = status.forget_overridden(obj.status, target.containers())
