@@ -23,7 +23,7 @@ from tests.agent import kernel
 from tests.agent.process import AgentProcess
 from tests.e2e.kit import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 NODE = "lab-node-small"
 LIMIT = 32 * kernel.MIB

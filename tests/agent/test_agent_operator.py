@@ -20,7 +20,7 @@ from tests.agent.test_agent_lab import NODE, running_pod_with_cgroup
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, core_v1, operator  # noqa: F401
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 
 def test_child_process_kill_becomes_a_recommendation_counted_once(

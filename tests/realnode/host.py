@@ -92,6 +92,14 @@ def container_pids(container_id: str) -> list[int]:
     return sorted(found)
 
 
+def read_cmdline(pid: int) -> str:
+    """The process's command line, words joined by spaces ("" once it is gone)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def oom_score_adj(pid: int) -> int:
     return int(pathlib.Path(f"/proc/{pid}/oom_score_adj").read_text())
 

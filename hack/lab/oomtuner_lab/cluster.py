@@ -427,6 +427,8 @@ def _up(paths: Paths, *, echo: Echo, self_check: bool, build: bool, real_node: b
             _self_check(api, echo)
     if real_node:
         _start_real_node(paths, build=build, echo=echo)
+    else:
+        realnode.turned_off(paths)
     echo(f"lab up in {time.monotonic() - t0:.1f}s")
     echo(f"kubeconfig: {paths.kubeconfig}")
     echo(f"  export KUBECONFIG={paths.kubeconfig}")

@@ -712,6 +712,11 @@ def node_ready(api: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
 
+def turned_off(paths: Paths) -> None:
+    """Record that this lab runs without the real node (`lab up --no-real-node`)."""
+    _write_state(Layout(paths), running=False, reason="turned off: --no-real-node or OOMTUNER_LAB_REAL_NODE=0")
+
+
 def start(paths: Paths, ports: Ports, api: Any, *, echo: Echo) -> bool:
     """Start the real node unless the host cannot run it; True when it runs and is Ready.
 
