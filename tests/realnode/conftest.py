@@ -28,7 +28,7 @@ import kubernetes
 import pytest
 
 from oomtuner.kube import api
-from oomtuner_lab import cluster, realnode
+from oomtuner_lab import cluster, host, realnode
 from oomtuner_lab.config import Paths
 from tests.agent.process import AgentProcess
 from tests.e2e.conftest import (  # noqa: F401 - fixtures
@@ -41,7 +41,6 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures
     pytest_runtest_makereport,
 )
 from tests.e2e.kit import wait_for
-from tests.realnode import host
 from tests.realnode.scenarios import RealNode
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"

@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 from oomtuner.kube import api
-from oomtuner_lab import realnode
+from oomtuner_lab import host, realnode
 from tests.e2e import kit
-from tests.realnode import host
 
 POLL = 0.05
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from oomtuner.kube import api, client
-from oomtuner_lab import cluster, realnode
+from oomtuner_lab import cluster, host, realnode
 from oomtuner_lab.config import Paths
 from tests.e2e import kit
-from tests.realnode import host, scenarios
+from tests.realnode import scenarios
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

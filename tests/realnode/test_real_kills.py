@@ -16,7 +16,8 @@ from oomtuner.domain import child_kills
 from oomtuner.kube import api
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
-from tests.realnode import host, scenarios
+from oomtuner_lab import host
+from tests.realnode import scenarios
 from tests.realnode.scenarios import RealNode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -1,5 +1,5 @@
 """What the host of a real node shows: the kernel's OOM kills (/dev/kmsg) and a container's processes
-(/proc). The tests compare what oomtuner recorded with these.
+(/proc). The real-node tests compare what oomtuner recorded with these; the demo prints the kill.
 
 On the lab the node's processes are this machine's; on kind they are too (kind's nodes are
 containers on the machine the tests run on), and reading /dev/kmsg there needs root or
