@@ -61,7 +61,6 @@ TAINT = {"key": "oomtuner.dev/real-node", "value": "true", "effect": "NoSchedule
 LABELS = {"type": "real", "oomtuner.dev/lab-node": "real"}
 #: What a pod spec needs to run there.
 TOLERATION = {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": TAINT["effect"]}
-NODE_SELECTOR = {"kubernetes.io/hostname": NODE_NAME}
 
 MEMHOG_IMAGE = "lab.oomtuner.dev/memhog:v1"
 PAUSE_IMAGE = "lab.oomtuner.dev/pause:3.10"
@@ -161,14 +160,16 @@ class Layout:
         return f"oomtuner-lab-{self.ident}"
 
     def subnet(self) -> ipaddress.IPv4Network:
-        """This lab's /24 of 10.88.0.0/16, kept in the state file once chosen."""
-        saved = read_state(self).get("subnet")
-        if saved:
-            return ipaddress.ip_network(saved)
+        """This lab's /24 of 10.88.0.0/16: the one it had last time, unless another bridge routes
+        it now; else the first free one from a place its directory picks. Call it with the
+        node's own bridge down."""
         taken = _routed_networks()
-        first = int(self.ident, 16) % 256
-        for step in range(256):
-            candidate = list(SUBNET_BASE.subnets(new_prefix=24))[(first + step) % 256]
+        all_24 = list(SUBNET_BASE.subnets(new_prefix=24))
+        first = int(self.ident, 16) % len(all_24)
+        saved = read_state(self).get("subnet")
+        candidates = [ipaddress.ip_network(saved)] if saved else []
+        candidates += [all_24[(first + step) % len(all_24)] for step in range(len(all_24))]
+        for candidate in candidates:
             if not any(candidate.overlaps(net) for net in taken):
                 return candidate
         raise LabError(f"no free /24 in {SUBNET_BASE} for the real node's pods")
@@ -200,7 +201,11 @@ def _routed_networks() -> list[ipaddress.IPv4Network]:
 
 
 def _run(argv: list[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    """Run a host program; a program that is not installed is exit code 127, as in a shell."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        done = subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not installed")
     if check and done.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[:500]}")
     return done
@@ -277,11 +282,10 @@ def _make_cgroups(layout: Layout) -> None:
             # A new v1 cpuset has no CPUs and no memory nodes: nothing could run in it.
             for name in ("cpuset.cpus", "cpuset.mems"):
                 (path / name).write_text(_read(h.mount / name).strip() or "0")
-        if h.v2:
-            wanted = set(_read(h.mount / "cgroup.subtree_control").split())
-            if wanted:
+        if h.v2:  # the kubelet's cgroups below get the controllers the root hands down
+            for controller in _read(h.mount / "cgroup.subtree_control").split():
                 with contextlib.suppress(OSError):
-                    (path / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(wanted)))
+                    (path / "cgroup.subtree_control").write_text(f"+{controller}")
     memory = memory_hierarchy()
     if memory is None:
         raise LabError("no memory cgroup hierarchy")
@@ -662,6 +666,9 @@ def kubelet_config(layout: Layout, ports: Ports, *, node_ip: str, ca: Path) -> d
         "registerWithTaints": [TAINT],
         # A crash-looping container is restarted within 5 s instead of up to 5 minutes.
         "crashLoopBackOff": {"maxContainerRestartPeriod": "5s"},
+        # The kernel kills the process, not the whole container (cgroup v2's default since 1.32 is
+        # memory.oom.group; v1 has only this): a child's kill leaves the container running.
+        "singleProcessOOMKill": True,
         "serializeImagePulls": False,
         "shutdownGracePeriod": "0s",
         "maxPods": 50,
@@ -677,11 +684,12 @@ def _mem_total() -> int:
 
 
 def node_ip() -> str:
-    """The host's first global IPv4 address (the kubelet refuses a loopback node IP)."""
+    """The host's first global IPv4 address (the kubelet refuses a loopback node IP), not one of
+    the labs' bridges."""
     out = _run(["ip", "-4", "-o", "addr", "show", "scope", "global"], check=False).stdout
     for line in out.splitlines():
         words = line.split()
-        if "inet" in words:
+        if "inet" in words and not words[1].startswith("olab"):
             return words[words.index("inet") + 1].split("/")[0]
     raise LabError("no global IPv4 address on this host for the kubelet's node IP")
 
@@ -742,12 +750,14 @@ def start(paths: Paths, ports: Ports, api: Any, *, echo: Echo) -> bool:
         _write_state(layout, running=False, reason=f"failed to start: {first}")
         echo(f"  real node {NODE_NAME}: failed to start ({first}); logs in {paths.logs}; "
              "the lab runs kwok nodes only")
-        _stop(layout, api=api, echo=lambda _: None)
-        _write_state(layout, running=False, reason=f"failed to start: {first}")
+        try:
+            _stop(layout, api=api, echo=lambda _: None)
+        except (LabError, OSError) as cleanup:
+            echo(f"  real node {NODE_NAME}: cleaning up after the failed start: {cleanup}")
         return False
     _write_state(layout, running=True, reason="")
     echo(f"  real node {NODE_NAME:<15} Ready in {time.monotonic() - t0:4.1f}s  "
-         f"(kubelet, containerd, cgroup /{layout.cgroup_name}, pods on {layout.subnet()})")
+         f"(kubelet, containerd, cgroup /{layout.cgroup_name}, pods on {read_state(layout)['subnet']})")
     return True
 
 
@@ -812,6 +822,8 @@ def stop(paths: Paths, *, api: Any = None, echo: Echo) -> None:
 
 def _stop(layout: Layout, *, api: Any, echo: Echo) -> None:
     paths = layout.lab
+    if not layout.root.exists():
+        return  # never started in this lab directory
     kubelet, containerd = paths.proc("kubelet"), paths.proc("containerd")
     for proc in (kubelet, containerd):
         pid = proc.pid()
