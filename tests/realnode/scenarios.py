@@ -112,12 +112,14 @@ class PatchCycle:
 
 def patch_cycle(kube: api.Client, namespace: str, node: RealNode, kernel_log: host.KernelLog,
                 *, name: str = "hog") -> PatchCycle:
-    """A Deployment whose container (limit 64Mi) grows to 96Mi after 5 s, under an Auto OOMPolicy:
-    the kernel kills it, the kubelet reports it, the operator records it and patches the
-    Deployment (128Mi), and the new pod runs. Raises (fails the test) when a step does not come."""
+    """A Deployment whose container (request and limit 64Mi, Burstable: it requests CPU without a
+    limit) grows to 96Mi after 5 s, under an Auto OOMPolicy: the kernel kills it, the kubelet
+    reports it, the operator records it and patches the Deployment (128Mi), and the new pod runs.
+    The request is a visible share of a node's memory, so its oom_score_adj is not the 999 of any
+    small request. Raises (fails the test) when a step does not come."""
     policy(kube, namespace, {"mode": "Auto", "cooldown": "10m"})
-    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                deployment(name, node, [memhog("--after", "5s", "--allocate", "96Mi", "--rate", "32Mi/s")]))
+    hog = memhog("--after", "5s", "--allocate", "96Mi", "--rate", "32Mi/s", request="64Mi", limit="64Mi")
+    kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment(name, node, [hog]))
     first, container_id = running_container(kube, namespace, name)
     uid = first["metadata"]["uid"]
     pids = host.wait_pids(container_id)

@@ -385,8 +385,8 @@ def _link_exists(name: str) -> bool:
 
 
 def iptables_rules(layout: Layout, subnet: ipaddress.IPv4Network | None) -> list[tuple[str, str]]:
-    """(table, rule) of every iptables rule that names the lab's network or subnet, or jumps to
-    a chain that does."""
+    """(table, rule) of every iptables rule that names the lab's network (the CNI plugins put it
+    in their comments) or its subnet."""
     out = _run(["iptables-save"], check=False).stdout
     words = [layout.network] + ([str(subnet)] if subnet else [])
     table = ""
@@ -461,8 +461,15 @@ def _shim_sockets(layout: Layout, ids: list[str] | tuple[str, ...] = ()) -> list
     """The sockets containerd 1.6 made for the lab's shims, one per pod sandbox (`ids`, or the
     tasks in its state directory): /run/containerd/s/sha256(<address>/<namespace>/<id>)."""
     tasks = layout.containerd_state / "io.containerd.runtime.v2.task" / NAMESPACE
-    ids = list(ids) + ([p.name for p in tasks.iterdir()] if tasks.is_dir() else [])
-    return [SHIM_SOCKETS / hashlib.sha256(f"{layout.socket}/{NAMESPACE}/{i}".encode()).hexdigest() for i in ids]
+    every = set(ids) | ({p.name for p in tasks.iterdir()} if tasks.is_dir() else set())
+    return [SHIM_SOCKETS / hashlib.sha256(f"{layout.socket}/{NAMESPACE}/{i}".encode()).hexdigest()
+            for i in sorted(every)]
+
+
+def _socket_users(layout: Layout) -> list[int]:
+    """Processes whose command line names the lab's containerd socket (its shims: `-address <it>`)."""
+    return [int(d.name) for d in Path("/proc").iterdir()
+            if d.name.isdigit() and str(layout.socket) in _read(d / "cmdline").replace("\0", " ")]
 
 
 def sandbox_ids(layout: Layout) -> list[str]:
@@ -507,9 +514,7 @@ def host_leftovers(layout: Layout, *, sandboxes: list[str] | tuple[str, ...] = (
     before = read_state(layout).get("host_dirs_before")
     if before is not None:
         left += [f"directory {d} (made for the lab)" for d in HOST_DIRS if str(d) not in before and d.exists()]
-    for pid_dir in Path("/proc").iterdir():
-        if pid_dir.name.isdigit() and str(layout.socket) in _read(pid_dir / "cmdline").replace("\0", " "):
-            left.append(f"process {pid_dir.name} using {layout.socket}")
+    left += [f"process {pid} using {layout.socket}" for pid in _socket_users(layout)]
     return left
 
 
@@ -833,11 +838,10 @@ def _stop(layout: Layout, *, api: Any, echo: Echo) -> None:
     killed = _kill_cgroup_processes(layout)
     if killed:
         echo(f"  killed {killed} process(es) left in the real node's cgroups (containers, shims)")
-    # Shims whose containerd died before they moved into the lab's cgroup (none expected).
-    for pid_dir in Path("/proc").iterdir():
-        if pid_dir.name.isdigit() and f"-address {layout.socket} " in _read(pid_dir / "cmdline").replace("\0", " ") + " ":
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_dir.name), signal.SIGKILL)
+    # Anything still talking to the lab's containerd outside its cgroups (none expected).
+    for pid in _socket_users(layout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for sock in _shim_sockets(layout):
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
