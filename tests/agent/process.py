@@ -35,7 +35,8 @@ class AgentProcess:
         self.port = 0
 
     def start(self, *, watching: int = 1) -> None:
-        """Start it and wait until it watches at least `watching` container cgroups."""
+        """Start it and wait until it has polled and watches at least `watching` container cgroups
+        (0: once it has polled, so that every cgroup born from then on is new to it)."""
         self.port = _free_port()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*self.args, "--metrics-port", str(self.port)], stdout=log,
@@ -44,8 +45,9 @@ class AgentProcess:
                  what=f"the agent to poll and watch {watching} container cgroup(s)")
 
     def watched(self) -> int:
+        """The container cgroups it watches; -1 before its first poll."""
         found = re.search(r"^oomtuner_agent_cgroups_watched (\S+)$", self.metrics(), re.MULTILINE)
-        return int(float(found[1])) if found else 0
+        return int(float(found[1])) if found else -1
 
     def metrics(self) -> str:
         if self.proc is not None and self.proc.poll() is not None:

@@ -139,7 +139,9 @@ def operator(kube: api.Client, core_v1: kubernetes.client.CoreV1Api, kubeconfig:
 def start_agent(real_node: RealNode, kube: api.Client, kubeconfig: str,  # noqa: F811
                 tmp_path: pathlib.Path) -> Iterator[Callable[[], None]]:
     """Starts the node agent for the real node: a process reading the lab node's cgroups, or (with
-    OOMTUNER_E2E_AGENT=in-cluster) the chart's DaemonSet, which must have a Ready pod there."""
+    OOMTUNER_E2E_AGENT=in-cluster) the chart's DaemonSet, which must have a Ready pod there. Start
+    it before the workload: a kill in a cgroup the agent first sees with its counter already up is
+    not new to it."""
     agents: list[AgentProcess] = []
 
     def start() -> None:
@@ -157,7 +159,7 @@ def start_agent(real_node: RealNode, kube: api.Client, kubeconfig: str,  # noqa:
         agent = AgentProcess(kubeconfig=kubeconfig, cgroup_root=real_node.kubepods, state_dir=tmp_path / "agent-state",
                              log=tmp_path / "agent.log", node_name=real_node.name)
         agents.append(agent)
-        agent.start()
+        agent.start(watching=0)
 
     yield start
     for agent in agents:

@@ -9,6 +9,7 @@ containers on the machine the tests run on), and reading /dev/kmsg there needs r
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
 import os
 import pathlib
@@ -76,6 +77,12 @@ class KernelLog:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def wall_clock(monotonic: float) -> str:
+    """A CLOCK_MONOTONIC time (a kernel log timestamp) as UTC wall-clock time, to the millisecond."""
+    at = time.time() - (time.monotonic() - monotonic)
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def container_pids(container_id: str) -> list[int]:
