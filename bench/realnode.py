@@ -27,10 +27,11 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "hack" / "lab")]
 
-from oomtuner.kube import api, client  # noqa: E402
-from oomtuner_lab import cluster, host, realnode  # noqa: E402
 from tests.e2e.conftest import OperatorProcess  # noqa: E402
 from tests.realnode import scenarios  # noqa: E402
+
+from oomtuner.kube import api, client  # noqa: E402
+from oomtuner_lab import cluster, host, nodeconf  # noqa: E402
 
 FIGURES = ("kill_to_status_s", "kill_to_recommendation_s", "kill_to_patched_pod_running_s")
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
         body = yaml.safe_load(path.read_text())
         kube.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{body['metadata']['name']}", body,
                    field_manager="oomtuner-bench", force=True)
-    node = scenarios.RealNode(realnode.NODE_NAME, (realnode.TOLERATION,), None)
+    node = scenarios.RealNode(nodeconf.NODE_NAME, (nodeconf.TOLERATION,), None)
     operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=pathlib.Path(tempfile.mkdtemp(prefix="bench-realnode-")))
     operator.start()
     runs = []
@@ -58,8 +59,8 @@ def main(argv: list[str]) -> int:
         for i in range(options.runs):
             namespace = f"bench-realnode-{uuid.uuid4().hex[:6]}"
             kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-            scenarios.kit.wait_for(lambda: kube.get_or_none(f"/api/v1/namespaces/{namespace}/serviceaccounts/default"),
-                                   timeout=30, what="the default ServiceAccount")
+            account = f"/api/v1/namespaces/{namespace}/serviceaccounts/default"
+            scenarios.kit.wait_for(lambda path=account: kube.get_or_none(path), timeout=30, what="the default ServiceAccount")
             kernel_log = host.KernelLog()
             try:
                 cycle = scenarios.patch_cycle(kube, namespace, node, kernel_log)
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     summary = {f: {"min": min(r[f] for r in runs), "median": round(statistics.median(r[f] for r in runs), 3),
                    "max": max(r[f] for r in runs)} for f in FIGURES}
-    print(json.dumps({"node": realnode.NODE_NAME, "commit": commit, "runs": runs, "summary": summary}, indent=2))
+    print(json.dumps({"node": nodeconf.NODE_NAME, "commit": commit, "runs": runs, "summary": summary}, indent=2))
     return 0
 
 

@@ -57,11 +57,11 @@ def free_port() -> int:
 
 def real_node(kube: Any, *, on_lab: bool) -> tuple[str | None, str]:
     """The node with a real kubelet the demo uses, or None and why there is none."""
-    from oomtuner_lab import cluster, realnode
+    from oomtuner_lab import cluster, nodeconf
 
     if on_lab:
         state = cluster.status().real_node
-        return (realnode.NODE_NAME, "") if state.running else (None, state.reason or "it does not run")
+        return (nodeconf.NODE_NAME, "") if state.running else (None, state.reason or "it does not run")
     nodes = kube.list("/api/v1/nodes")
     if any((n["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake" for n in nodes):
         return None, "this cluster's pods are run by kwok"
@@ -71,28 +71,71 @@ def real_node(kube: Any, *, on_lab: bool) -> tuple[str | None, str]:
 
 def workload(node: str | None) -> dict[str, Any]:
     """shop-cart: memhog growing to 96Mi under a 64Mi limit on the real node; else a kwok pod."""
-    from oomtuner_lab import realnode
+    from oomtuner_lab import nodeconf
 
     if node is None:
         container = {"name": "cart", "image": "registry.example/shop/cart:1.4",
                      "resources": {"requests": {"memory": "128Mi", "cpu": "100m"}, "limits": {"memory": "256Mi"}}}
         return {"replicas": 2, "spec": {"containers": [container]}}
-    container = {"name": "cart", "image": realnode.MEMHOG_IMAGE, "imagePullPolicy": "Never",
+    container = {"name": "cart", "image": nodeconf.MEMHOG_IMAGE, "imagePullPolicy": "Never",
                  "args": ["--after", "5s", "--allocate", "96Mi", "--rate", "32Mi/s"],
                  "resources": {"requests": {"memory": "32Mi", "cpu": "10m"}, "limits": {"memory": "64Mi"}}}
-    tolerations = [realnode.TOLERATION] if node == realnode.NODE_NAME else []
+    tolerations = [nodeconf.TOLERATION] if node == nodeconf.NODE_NAME else []
     return {"replicas": 1, "spec": {"containers": [container], "nodeSelector": {"kubernetes.io/hostname": node},
                                     "tolerations": tolerations, "terminationGracePeriodSeconds": 1}}
 
 
-def container_state(pod: dict[str, Any], key: str) -> dict[str, Any]:
+def container_state(pod: dict[str, Any], key: str) -> Any:
+    """A field of the pod's first container status ({} when missing)."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
-    return statuses[0].get(key) or {}
+    return statuses[0].get(key, {})
+
+
+def real_kill(kube: Any, pod: dict[str, Any], kernel_log: Any) -> None:
+    """Wait for the kernel's kill of memhog and the kubelet's report of it; show both."""
+    name = pod["metadata"]["name"]
+    step(f"memhog in {name} grows past 64Mi: the kernel OOM-kills it, the kubelet reports it")
+    if kernel_log is not None:
+        kill = wait("the kernel's OOM kill", lambda: kernel_log.kills_of_pod(pod["metadata"]["uid"]), timeout=60)[0]
+        print(f"  kernel: killed process {kill.pid} ({kill.task}), oom_score_adj {kill.oom_score_adj}, in cgroup {kill.memcg}")
+    terminated = wait("the kubelet's OOMKilled", lambda: container_state(
+        kube.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}"), "lastState").get("terminated"), timeout=60)
+    print(f"  kubelet: lastState.terminated reason {terminated['reason']}, exit code {terminated['exitCode']}, "
+          f"finished at {terminated['finishedAt']}")
+
+
+def written_kill(kubeconfig: str, pod: dict[str, Any]) -> None:
+    """Write an OOM kill into the kwok pod's status, as a kubelet reports one."""
+    from oomtuner_lab import inject
+
+    step(f"The kernel OOM-kills container cart in {pod['metadata']['name']} (written as the kubelet reports it)")
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    core_v1 = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+    inject.oom_kill(core_v1, namespace=NAMESPACE, pod=pod["metadata"]["name"], container="cart")
+
+
+def patched_pod_runs(kube: Any, kubectl: str, node: str, dep: dict[str, Any],
+                     running: Callable[[], list[dict[str, Any]]]) -> None:
+    """Wait for the pod with the patched limit to run, then show it holding its memory."""
+    new_limit = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    step(f"The patched pod runs on {node} with {new_limit}")
+
+    def patched_running() -> dict[str, Any] | None:
+        return next((p for p in running() if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == new_limit
+                     and "running" in container_state(p, "state")), None)
+
+    new = wait("the patched pod to run", patched_running, timeout=90)
+    time.sleep(10)  # memhog allocates its 96Mi 5 s after it starts
+    fresh = kube.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{new['metadata']['name']}")
+    restarts = container_state(fresh, "restartCount")
+    print(f"  {new['metadata']['name']} Running, {restarts} restarts, holding the 96Mi that was killed at 64Mi")
+    subprocess.run([kubectl, "logs", "-n", NAMESPACE, new["metadata"]["name"], "--tail", "3"], check=False)
 
 
 def main() -> int:
     from oomtuner.kube import api, client
-    from oomtuner_lab import binaries, cluster, host, inject
+    from oomtuner_lab import binaries, cluster, host
 
     step("Starting the local lab (the first run builds Kubernetes from Go modules: slow once)")
     on_lab = not os.environ.get("KUBECONFIG")
@@ -172,22 +215,9 @@ def main() -> int:
         print(f"  {pod['metadata']['name']} is Running on {pod['spec']['nodeName']}")
 
         if node is not None:
-            step(f"memhog in {pod['metadata']['name']} grows past 64Mi: the kernel OOM-kills it, the kubelet reports it")
-            uid = pod["metadata"]["uid"]
-            if kernel_log is not None:
-                kill = wait("the kernel's OOM kill", lambda: kernel_log.kills_of_pod(uid), timeout=60)[0]
-                print(f"  kernel: killed process {kill.pid} ({kill.task}), oom_score_adj {kill.oom_score_adj}, "
-                      f"in cgroup {kill.memcg}")
-            terminated = wait("the kubelet's OOMKilled", lambda: container_state(
-                kube.get(f"{ns}/pods/{pod['metadata']['name']}"), "lastState").get("terminated"), timeout=60)
-            print(f"  kubelet: lastState.terminated reason {terminated['reason']}, exit code {terminated['exitCode']}, "
-                  f"finished at {terminated['finishedAt']}")
+            real_kill(kube, pod, kernel_log)
         else:
-            step(f"The kernel OOM-kills container cart in {pod['metadata']['name']} (written as the kubelet reports it)")
-            configuration = kubernetes.client.Configuration()
-            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-            core_v1 = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
-            inject.oom_kill(core_v1, namespace=NAMESPACE, pod=pod["metadata"]["name"], container="cart")
+            written_kill(kubeconfig, pod)
 
         rec_path = f"/apis/oomtuner.dev/v1alpha1/namespaces/{NAMESPACE}/oomrecommendations/deployment-shop-cart"
         wait("the recommendation to be applied",
@@ -206,19 +236,7 @@ def main() -> int:
         subprocess.run([kubectl, "get", "events", "-n", NAMESPACE, "--field-selector", "source=oomtuner",
                         "-o", "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message"], check=False)
         if node is not None:
-            new_limit = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
-            step(f"The patched pod runs on {node} with {new_limit}")
-
-            def patched_running() -> dict[str, Any] | None:
-                return next((p for p in running() if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == new_limit
-                             and "running" in container_state(p, "state")), None)
-
-            new = wait("the patched pod to run", patched_running, timeout=90)
-            time.sleep(10)  # memhog allocates its 96Mi 5 s after it starts
-            fresh = kube.get(f"{ns}/pods/{new['metadata']['name']}")
-            restarts = ((fresh.get("status") or {}).get("containerStatuses") or [{}])[0].get("restartCount")
-            print(f"  {new['metadata']['name']} Running, {restarts} restarts, holding the 96Mi that was killed at 64Mi")
-            subprocess.run([kubectl, "logs", "-n", NAMESPACE, new["metadata"]["name"], "--tail", "3"], check=False)
+            patched_pod_runs(kube, kubectl, node, dep, running)
     finally:
         operator.terminate()
         operator.wait(timeout=20)

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from oomtuner_lab import realnode
+from oomtuner_lab import nodehost
 
 MEMORY_MOUNT = pathlib.Path("/sys/fs/cgroup/memory")
 MIB = 1 << 20
@@ -126,7 +126,7 @@ class KubeletCgroups:
                     with contextlib.suppress(OSError):
                         pipe.close()
         for path in reversed(self.created):
-            realnode.rmdir_cgroup(path)
+            nodehost.rmdir_cgroup(path)
 
 
 def spawn_greedy_child(parent: subprocess.Popen[str], *, timeout: float = 30) -> str:

@@ -12,8 +12,8 @@ import pathlib
 
 import pytest
 
-from oomtuner_lab import inject
 from oomtuner.kube import api
+from oomtuner_lab import inject
 from tests.agent import kernel
 from tests.agent.process import AgentProcess
 from tests.agent.test_agent_lab import NODE, running_pod_with_cgroup

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from oomtuner.kube import api, client as kube_client
+from oomtuner.kube import api
+from oomtuner.kube import client as kube_client
 from oomtuner_lab import inject
 from tests.agent import trees
 from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, agent_node_values, helm, render, run, template_text, tool

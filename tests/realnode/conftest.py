@@ -28,7 +28,7 @@ import kubernetes
 import pytest
 
 from oomtuner.kube import api
-from oomtuner_lab import cluster, host, realnode
+from oomtuner_lab import cluster, host, nodeconf, nodehost, realnode
 from oomtuner_lab.config import Paths
 from tests.agent.process import AgentProcess
 from tests.e2e.conftest import (  # noqa: F401 - fixtures
@@ -60,13 +60,13 @@ def real_node(kube: api.Client) -> RealNode:  # noqa: F811
         state = cluster.status().real_node
         if not state.running:
             pytest.fail(f"this host can run the lab's real node, but it does not run: {state.reason}")
-        wait_for(lambda: _ready(kube.get(f"/api/v1/nodes/{realnode.NODE_NAME}")), timeout=60,
-                 what=f"node {realnode.NODE_NAME} Ready")
-        return RealNode(realnode.NODE_NAME, (realnode.TOLERATION,), realnode.kubepods_cgroup(realnode.Layout(Paths())))
+        wait_for(lambda: _ready(kube.get(f"/api/v1/nodes/{nodeconf.NODE_NAME}")), timeout=60,
+                 what=f"node {nodeconf.NODE_NAME} Ready")
+        return RealNode(nodeconf.NODE_NAME, (nodeconf.TOLERATION,), nodehost.kubepods_cgroup(nodeconf.Layout(Paths())))
     nodes = kube.list("/api/v1/nodes")
-    lab = [n for n in nodes if n["metadata"]["name"] == realnode.NODE_NAME and _ready(n)]
+    lab = [n for n in nodes if n["metadata"]["name"] == nodeconf.NODE_NAME and _ready(n)]
     if lab:  # KUBECONFIG points at a lab
-        return RealNode(realnode.NODE_NAME, (realnode.TOLERATION,), None)
+        return RealNode(nodeconf.NODE_NAME, (nodeconf.TOLERATION,), None)
     real = [n for n in nodes if _ready(n) and not (n["metadata"].get("annotations") or {}).get(KWOK_ANNOTATION)
             and not n["spec"].get("unschedulable")
             and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in n["spec"].get("taints") or [])]

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from oomtuner.kube import api
-from oomtuner_lab import host, realnode
+from oomtuner_lab import host, nodeconf
 from tests.e2e import kit
 
 POLL = 0.05
@@ -35,7 +35,7 @@ class RealNode:
 
 def memhog(*args: str, request: str = "32Mi", limit: str = "64Mi", name: str = "app") -> dict[str, Any]:
     """A container running memhog (`--allocate 96Mi --rate 32Mi/s`, `--child`, `--after 10s`)."""
-    return {"name": name, "image": realnode.MEMHOG_IMAGE, "imagePullPolicy": "Never", "args": list(args),
+    return {"name": name, "image": nodeconf.MEMHOG_IMAGE, "imagePullPolicy": "Never", "args": list(args),
             "resources": {"requests": {"memory": request, "cpu": "10m"}, "limits": {"memory": limit}}}
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from oomtuner.kube import api, client
-from oomtuner_lab import cluster, host, realnode
+from oomtuner_lab import cluster, host, nodeconf, nodehost, realnode
 from oomtuner_lab.config import Paths
 from tests.e2e import kit
 from tests.realnode import scenarios
@@ -54,16 +54,16 @@ def _lab(root: pathlib.Path, *args: str, check: bool = True) -> str:
 
 
 def _pod(name: str, container: dict[str, Any]) -> dict[str, Any]:
-    node = scenarios.RealNode(realnode.NODE_NAME, (realnode.TOLERATION,), None)
+    node = scenarios.RealNode(nodeconf.NODE_NAME, (nodeconf.TOLERATION,), None)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": node.pin({"containers": [container]})}
 
 
 def test_lab_down_leaves_nothing_of_the_real_node_on_the_host(real_node: scenarios.RealNode, own_lab: pathlib.Path) -> None:
     up = _lab(own_lab, "up", "--no-build", "--no-self-check")
-    assert f"real node {realnode.NODE_NAME}" in up and "Ready in" in up, up
-    assert f"real node {realnode.NODE_NAME}: running" in _lab(own_lab, "status")
-    layout = realnode.Layout(Paths(root=own_lab))
+    assert f"real node {nodeconf.NODE_NAME}" in up and "Ready in" in up, up
+    assert f"real node {nodeconf.NODE_NAME}: running" in _lab(own_lab, "status")
+    layout = nodeconf.Layout(Paths(root=own_lab))
 
     kube: api.Client = client.connect(kubeconfig=str(own_lab / "kubeconfig"))
     pods = "/api/v1/namespaces/default/pods"
@@ -78,20 +78,20 @@ def test_lab_down_leaves_nothing_of_the_real_node_on_the_host(real_node: scenari
                 and (by_name.get("killed", {}).get("restartCount") or 0) >= 1)
 
     kit.wait_for(settled, timeout=90, what="two running containers and one the kernel killed")
-    sandboxes = realnode.sandbox_ids(layout)
+    sandboxes = nodehost.sandbox_ids(layout)
     assert len(sandboxes) == 3
-    before = realnode.host_leftovers(layout, sandboxes=sandboxes)
+    before = nodehost.leftovers(layout, sandboxes=sandboxes)
     for what in ("processes", "cgroup", "mount", "bridge", "iptables", "CNI cache", "shim socket", "log link"):
         assert any(line.startswith(what) for line in before), f"nothing like {what!r} while it runs: {before}"
 
     down = _lab(own_lab, "down")
     assert "stopped kubelet" in down and "stopped containerd" in down, down
-    assert realnode.host_leftovers(layout, sandboxes=sandboxes) == []
+    assert nodehost.leftovers(layout, sandboxes=sandboxes) == []
     assert [p.name for p in layout.root.iterdir()] == ["state.json"]
     processes = [p for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()
                  and str(own_lab) in host.read_cmdline(int(p.name))]
     assert processes == []
-    assert f"real node {realnode.NODE_NAME}: not running" in _lab(own_lab, "status", check=False)
+    assert f"real node {nodeconf.NODE_NAME}: not running" in _lab(own_lab, "status", check=False)
 
     # The session's lab, with a real node of its own, was not touched.
     time.sleep(1)

@@ -14,9 +14,9 @@ import pytest
 
 from oomtuner.domain import child_kills
 from oomtuner.kube import api
+from oomtuner_lab import host
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
-from oomtuner_lab import host
 from tests.realnode import scenarios
 from tests.realnode.scenarios import RealNode
 

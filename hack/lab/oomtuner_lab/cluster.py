@@ -184,7 +184,8 @@ def _etcd_ready(ports: Ports) -> bool:
 @contextlib.contextmanager
 def core_v1(kubeconfig: Path) -> Iterator[Any]:
     """A CoreV1Api on the lab (closed afterwards)."""
-    from kubernetes import client, config as kconfig
+    from kubernetes import client
+    from kubernetes import config as kconfig
 
     api_client = kconfig.new_client_from_config(config_file=str(kubeconfig))
     try:
