@@ -79,6 +79,9 @@ def test_crash_looping_workload_counts_each_kernel_kill_once_across_an_operator_
     down_at = host.wall_clock(time.monotonic())
     down_from = len(kernel_log.kills_of_pod(uid))
     kit.wait_for(kernel_kills(down_from + 2), timeout=90, what="2 more kernel kills while the operator is down")
+    # ... and the container runs again: its status shows only the last of them now (lastState).
+    kit.wait_for(lambda: _counts(kube, namespace, kernel_log, pod)[1] >= down_from + 2, timeout=30,
+                 what="the kubelet to restart the container after the last kill")
     operator.start()
     up_at = host.wall_clock(time.monotonic())
     kit.wait_for(kernel_kills(down_from + 4), timeout=90, what="2 more kernel kills after the restart")

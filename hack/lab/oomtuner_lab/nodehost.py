@@ -82,7 +82,6 @@ def node_ip() -> str:
     raise LabError("no global IPv4 address on this host for the kubelet's node IP")
 
 
-
 # --- cgroups --------------------------------------------------------------------------------
 
 
@@ -140,6 +139,8 @@ def runtime_cgroup(layout: nodeconf.Layout) -> Path | None:
 
 
 def make_cgroups(layout: nodeconf.Layout) -> None:
+    """The lab's cgroup root in every hierarchy, with LAB_MEMORY as its memory limit, and `runtime`
+    below it for containerd and the kubelet (the kubelet makes `kubepods` beside it)."""
     for h in hierarchies():
         path = h.mount / layout.cgroup_name
         path.mkdir(exist_ok=True)
@@ -219,7 +220,6 @@ def remove_cgroups(layout: nodeconf.Layout) -> list[Path]:
     return left
 
 
-
 # --- mounts, rules, caches: what the runtime leaves ------------------------------------------
 
 
@@ -235,6 +235,7 @@ def mounts_under(root: Path) -> list[Path]:
 
 
 def unmount_all(root: Path) -> None:
+    """Unmount everything at or below `root`, deepest first (lazily: the processes are gone)."""
     for _ in range(5):
         points = mounts_under(root)
         if not points:
