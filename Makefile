@@ -47,7 +47,7 @@ test-unit: venv
 	$(VENV)/bin/pytest tests/unit
 
 test-e2e: venv lab-build
-	$(VENV)/bin/pytest tests/integration tests/e2e tests/agent tests/dashboard
+	$(VENV)/bin/pytest tests/integration tests/e2e tests/agent tests/dashboard tests/realnode
 
 test-chart: venv lab-build
 	$(VENV)/bin/pytest tests/chart

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Build the lab's binaries from Go modules into a cache outside the repo:
 #   ${OOMTUNER_CACHE:-$HOME/.cache/oomtuner}/<k8s-version>/bin/
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes),
-# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3).
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet (k8s.io/kubernetes),
+# etcd (go.etcd.io/etcd/server/v3), kwok (sigs.k8s.io/kwok), helm (helm.sh/helm/v3); and for
+# the real node: `cni` (bridge, host-local, loopback, portmap from
+# github.com/containernetworking/plugins, into <k8s-version>/cni/bin) and `images` (memhog and
+# pause from hack/lab/images, as OCI archives in <k8s-version>/images).
 #
 # Versions come from the wrapper modules next to this script (hack/lab/*/go.mod),
 # which also pin go.sum so builds are reproducible.
 #
 # Usage: build.sh [--force] [--print-bin-dir] [NAME...]
-# Idempotent: a binary whose stamp matches (version, Go version, ldflags) is skipped.
+# Idempotent: a target whose stamp matches (version or source hash, Go version, flags) is skipped.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet cni images)
 
 force=0
 print_bin_dir=0
@@ -21,7 +24,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
     --print-bin-dir) print_bin_dir=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "unknown flag: $arg" >&2; exit 2 ;;
     *) names+=("$arg") ;;
   esac
@@ -43,9 +46,15 @@ ETCD_VERSION="$(modver etcd go.etcd.io/etcd/server/v3)"
 KWOK_VERSION="$(modver kwok sigs.k8s.io/kwok)"
 HELM_VERSION="$(modver helm helm.sh/helm/v3)"
 HELM_CLIENT_GO="$(modver helm k8s.io/client-go)"   # e.g. v0.35.1 -> helm's default kube version 1.35
+CNI_VERSION="$(modver cni github.com/containernetworking/plugins)"
 
 CACHE_ROOT="${OOMTUNER_CACHE:-$HOME/.cache/oomtuner}"
 BIN="$CACHE_ROOT/$K8S_VERSION/bin"
+# Kept out of bin/ (which `oomtuner lab env` puts on PATH): a plugin named `bridge` would
+# shadow iproute2's.
+CNI_BIN="$CACHE_ROOT/$K8S_VERSION/cni/bin"
+CNI_PLUGINS=(main/bridge ipam/host-local main/loopback meta/portmap)
+IMAGES="$CACHE_ROOT/$K8S_VERSION/images"
 # The standalone kwok binary has no built-in stages (kwokctl adds its defaults to the
 # config it writes), so keep kwok's default stages next to it; the lab passes them to kwok.
 KWOK_STAGES="$CACHE_ROOT/$K8S_VERSION/share/kwok/stages"
@@ -85,7 +94,7 @@ k8s_ldflags() {
 # name -> "wrapper-dir|package|version|tags|ldflags"
 spec() {
   case "$1" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet)
       echo "k8s|k8s.io/kubernetes/cmd/$1|$K8S_VERSION|selinux,notest|$(k8s_ldflags)" ;;
     etcd)
       echo "etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION||-s -w" ;;
@@ -118,14 +127,67 @@ kwok_stages_ok() {
   [[ -f "$KWOK_STAGES/VERSION" && "$(cat "$KWOK_STAGES/VERSION")" == "$KWOK_VERSION" ]]
 }
 
+# The CNI plugins, each a binary of its own in $CNI_BIN.
+build_cni() {
+  local plugin tmp
+  mkdir -p "$CNI_BIN"
+  for plugin in "${CNI_PLUGINS[@]}"; do
+    tmp="$CNI_BIN/.$(basename "$plugin").tmp.$$"
+    (cd "$HERE/cni" && go build -ldflags "-s -w" -o "$tmp" "github.com/containernetworking/plugins/plugins/$plugin")
+    mv -f "$tmp" "$CNI_BIN/$(basename "$plugin")"
+  done
+}
+
+# The images' source: what the images stamp hashes.
+images_source_hash() {
+  (cd "$HERE/images" && find . -type f \( -name '*.go' -o -name go.mod -o -name '*.py' \) | LC_ALL=C sort \
+    | xargs sha256sum | sha256sum | cut -c1-16)
+}
+
+# memhog and pause, static, each in a one-layer OCI archive (hack/lab/images/oci.py).
+build_images() {
+  local arch prog
+  arch="$(go env GOARCH)"
+  mkdir -p "$IMAGES/bin"
+  for prog in memhog pause; do
+    (cd "$HERE/images" && go build -ldflags "-s -w" -o "$IMAGES/bin/$prog" "./$prog")
+  done
+  python3 "$HERE/images/oci.py" --binary "$IMAGES/bin/memhog" --arch "$arch" \
+    --name lab.oomtuner.dev/memhog:v1 --out "$IMAGES/memhog.tar"
+  # The sandbox image, also under the name the lab's pods use (kwok never pulls it).
+  python3 "$HERE/images/oci.py" --binary "$IMAGES/bin/pause" --arch "$arch" \
+    --name lab.oomtuner.dev/pause:3.10 --name registry.k8s.io/pause:3.10 --out "$IMAGES/pause.tar"
+}
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "==> lab binaries: k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION ($GOVERSION)"
+echo "==> lab binaries: k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, cni plugins $CNI_VERSION ($GOVERSION)"
 echo "==> cache: $BIN"
 total_start="$(now)"
 built=0
 for name in "${names[@]}"; do
+  case "$name" in
+    cni|images)
+      if [[ $name == cni ]]; then
+        version="$CNI_VERSION" stamp="$CNI_BIN/.stamp" out="$CNI_BIN/portmap"
+      else
+        version="source $(images_source_hash)" stamp="$IMAGES/.stamp" out="$IMAGES/pause.tar"
+      fi
+      want="$name $version $GOVERSION"
+      if [[ $force == 0 && -e "$out" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        echo "--> $name $version: cached"
+        continue
+      fi
+      echo "--> $name $version: building ..."
+      start="$(now)"
+      "build_$name"
+      echo "$want" >"$stamp"
+      echo "--> $name $version: built in $(elapsed "$start")s"
+      built=$((built + 1))
+      continue
+      ;;
+  esac
   IFS='|' read -r dir pkg version tags ldflags <<<"$(spec "$name")"
   stamp="$BIN/.$name.stamp"
   want="$name $version $GOVERSION tags=$tags ldflags=$ldflags"

@@ -10,16 +10,16 @@ the cgroups are removed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import pathlib
 import secrets
 import select
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
+
+from oomtuner_lab import nodehost
 
 MEMORY_MOUNT = pathlib.Path("/sys/fs/cgroup/memory")
 MIB = 1 << 20
@@ -126,17 +126,7 @@ class KubeletCgroups:
                     with contextlib.suppress(OSError):
                         pipe.close()
         for path in reversed(self.created):
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:  # EBUSY while the kernel finishes with an exited process
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            nodehost.rmdir_cgroup(path)
 
 
 def spawn_greedy_child(parent: subprocess.Popen[str], *, timeout: float = 30) -> str:

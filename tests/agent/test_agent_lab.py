@@ -10,13 +10,8 @@ made. The operator is not part of this test.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from typing import Any
 
 import pytest
@@ -25,56 +20,13 @@ from oomtuner.api import core
 from oomtuner.domain import child_kills
 from oomtuner.kube import api
 from tests.agent import kernel
+from tests.agent.process import AgentProcess
 from tests.e2e.kit import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 NODE = "lab-node-small"
 LIMIT = 32 * kernel.MIB
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AgentProcess:
-    def __init__(self, *, kubeconfig: str, cgroup_root: pathlib.Path, state_dir: pathlib.Path, log: pathlib.Path) -> None:
-        self.args = [sys.executable, "-m", "oomtuner.agent", "--node-name", NODE, "--cgroup-root", str(cgroup_root),
-                     "--interval", "0.2", "--state-dir", str(state_dir), "--log-format", "text",
-                     "--kubeconfig", kubeconfig]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.port = _free_port()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*self.args, "--metrics-port", str(self.port)], stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ})
-        wait_for(lambda: "oomtuner_agent_cgroups_watched 1.0" in self.metrics(), timeout=60,
-                 what="the agent to poll and watch the container's cgroup")
-
-    def metrics(self) -> str:
-        if self.proc is not None and self.proc.poll() is not None:
-            pytest.fail(f"the agent exited with {self.proc.returncode}:\n{self.log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
-                return str(response.read().decode())
-        except OSError:
-            return ""
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            raise
 
 
 def _pod_body() -> dict[str, Any]:
@@ -117,7 +69,7 @@ def test_agent_posts_the_event_and_resumes_from_its_state(
     uid, container_id, container = running_pod_with_cgroup(kube, kubelet_cgroups, namespace)
 
     agent = AgentProcess(kubeconfig=kubeconfig, cgroup_root=kubelet_cgroups.root, state_dir=tmp_path / "state",
-                         log=tmp_path / "agent.log")
+                         log=tmp_path / "agent.log", node_name=NODE)
     try:
         agent.start()
         parent = kubelet_cgroups.start_parent(container)

@@ -15,11 +15,12 @@ import pytest
 from oomtuner.kube import api
 from oomtuner_lab import inject
 from tests.agent import kernel
-from tests.agent.test_agent_lab import AgentProcess, running_pod_with_cgroup
+from tests.agent.process import AgentProcess
+from tests.agent.test_agent_lab import NODE, running_pod_with_cgroup
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, core_v1, operator  # noqa: F401
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 
 def test_child_process_kill_becomes_a_recommendation_counted_once(
@@ -30,7 +31,7 @@ def test_child_process_kill_becomes_a_recommendation_counted_once(
     _, _, container = running_pod_with_cgroup(kube, kubelet_cgroups, namespace)
 
     agent = AgentProcess(kubeconfig=kubeconfig, cgroup_root=kubelet_cgroups.root, state_dir=tmp_path / "state",
-                         log=tmp_path / "agent.log")
+                         log=tmp_path / "agent.log", node_name=NODE)
     agent.start()
     try:
         parent = kubelet_cgroups.start_parent(container)

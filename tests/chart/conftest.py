@@ -24,6 +24,18 @@ CI_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_FILES]
 
 
+def agent_node_values(kube: Any) -> tuple[list[str], dict[str, str]]:
+    """Helm `--set` arguments that keep the agent DaemonSet where the chart's image can run, and
+    the node labels that selects. On the lab, kwok runs any image but the real node (a real
+    kubelet and containerd, `lab-node-real`) has only the images the lab built, not oomtuner's:
+    the agent goes to the kwok nodes (`type=kwok`) there. Elsewhere: every node, no arguments."""
+    nodes = kube.list("/api/v1/nodes")
+    kwok = [n for n in nodes if (n["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake"]
+    if not kwok or len(kwok) == len(nodes):
+        return [], {}
+    return ["--set", "agent.nodeSelector.type=kwok"], {"type": "kwok"}
+
+
 def kube_version() -> str:
     """The lab's Kubernetes version without the v (helm's --kube-version)."""
     return binaries.k8s_version().lstrip("v")

@@ -35,7 +35,7 @@ from oomtuner.kube import api
 from oomtuner.kube import client as kube_client
 from oomtuner_lab import inject
 from tests.agent import trees
-from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, helm, render, run, template_text, tool
+from tests.chart.conftest import CHART, CI_FILES, CI_IDS, ROOT, agent_node_values, helm, render, run, template_text, tool
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, _free_port
 
@@ -171,7 +171,8 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
                                                          ci_namespaces: list[str]) -> None:
     release = f"ci-{uuid.uuid4().hex[:6]}"
     rendered = render(values, namespace=namespace, release=release)
-    helm("install", release, str(CHART), "-n", namespace, "-f", str(values), "--wait", "--timeout", "3m",
+    agent_args, agent_nodes = agent_node_values(kube)
+    helm("install", release, str(CHART), "-n", namespace, "-f", str(values), *agent_args, "--wait", "--timeout", "3m",
          kubeconfig=kubeconfig, timeout=240)
     try:
         deployment = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{release}-oomtuner")
@@ -183,7 +184,8 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
         if any(d["kind"] == "DaemonSet" for d in rendered):
             def on_every_node() -> bool:  # other tests may add and remove (tainted) nodes meanwhile
                 status = kube.get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{release}-oomtuner-agent")["status"]
-                nodes = kube.list("/api/v1/nodes")
+                selector = ",".join(f"{k}={v}" for k, v in agent_nodes.items()) or None
+                nodes = kube.list("/api/v1/nodes", query={"labelSelector": selector})
                 return status["desiredNumberScheduled"] == status.get("numberReady") == len(nodes)
 
             kit.wait_for(on_every_node, timeout=60, what="one ready agent on every node, tainted ones too")
@@ -223,6 +225,7 @@ def release(kube: api.Client, kubeconfig: str, chart_crds: list[str]) -> Iterato
     rel = Release(name=f"rbac-{uuid.uuid4().hex[:6]}", namespace=f"chart-{uuid.uuid4().hex[:6]}")
     kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rel.namespace}})
     helm("install", rel.name, str(CHART), "-n", rel.namespace, "--set", "agent.enabled=true", "--set", "dashboard.web.enabled=true",
+         *agent_node_values(kube)[0],
          "--wait", "--timeout", "3m", kubeconfig=kubeconfig, timeout=240)
     yield rel
     helm("uninstall", rel.name, "-n", rel.namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)
@@ -453,6 +456,7 @@ def _template_limit(kube: api.Client, namespace: str) -> str | None:
 
 
 @pytest.mark.timeout(360)
+@pytest.mark.writes_pod_status
 def test_operator_with_the_chart_token_passes_the_auto_scenario(
     kube: api.Client, core_v1: Any, release: Release, operator_kubeconfig: str, namespace: str,
     tmp_path: pathlib.Path,
@@ -530,6 +534,7 @@ def _rbac_denials(log: pathlib.Path) -> list[str]:
 # ---- the agent, running with its token ----------------------------------------------------------
 
 
+@pytest.mark.writes_pod_status
 def test_agent_with_its_token_posts_the_child_kill_event(
     kube: api.Client, kubeconfig: str, agent_kubeconfig: str, release: Release, namespace: str,
     tmp_path: pathlib.Path,

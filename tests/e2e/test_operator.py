@@ -20,7 +20,7 @@ from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.writes_pod_status]
 
 MI = 1024 * 1024
 
@@ -226,6 +226,7 @@ def _node_oom_scenario(kube: api.Client, core_v1: Any, namespace: str, node_name
         "reason": "no culprit named: no usage data: no Prometheus is configured (OOMTUNER_PROMETHEUS_URL)"}
 
 
+@pytest.mark.writes_pod_status(False)
 def test_policy_that_slips_past_the_schema_gets_an_invalid_condition(kube: api.Client, operator: OperatorProcess, namespace: str) -> None:
     kube.create(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies",
                 {"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy", "metadata": {"name": "zero"},

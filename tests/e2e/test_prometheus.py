@@ -34,7 +34,7 @@ from oomtuner_lab import prometheus as lab_prometheus
 from tests.e2e import kit
 from tests.e2e.conftest import ROOT, OperatorProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 MI = 1024 * 1024
 TIMEOUT_S = 3
@@ -417,6 +417,7 @@ def test_metrics_endpoint_counters_move(
     assert "oomtuner_reconcile_errors_total" in after or "# HELP oomtuner_reconcile_errors_total" in after
 
 
+@pytest.mark.writes_pod_status(False)
 def test_report_ranks_the_next_victims_by_usage_with_prometheus_and_by_request_without(
     kube: api.Client, kubeconfig: str, prometheus: lab_prometheus.Server, exporter: lab_exporter.Exporter, namespace: str,
 ) -> None:

@@ -22,6 +22,7 @@ from tests.e2e.conftest import core_v1  # noqa: F401
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.writes_pod_status
 def test_report_lists_killed_workloads_and_ranks_victims(kube: api.Client, core_v1: Any, kubeconfig: str, namespace: str) -> None:  # noqa: F811
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web", replicas=2))
     kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",

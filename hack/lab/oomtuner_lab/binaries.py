@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-#: Every binary build.sh produces, in the order it builds them.
+#: Every target build.sh builds, in its order: binaries, then the CNI plugins and the images.
 BINARIES: tuple[str, ...] = (
     "etcd",
     "kube-apiserver",
@@ -15,6 +15,9 @@ BINARIES: tuple[str, ...] = (
     "kubectl",
     "kwok",
     "helm",
+    "kubelet",
+    "cni",
+    "images",
 )
 
 #: What `lab up` needs (kubectl and helm are for people and tests).
@@ -25,6 +28,13 @@ CONTROL_PLANE: tuple[str, ...] = (
     "kube-scheduler",
     "kwok",
 )
+
+#: What the real node needs beside the control plane.
+REAL_NODE: tuple[str, ...] = ("kubelet", "cni", "images")
+
+#: The CNI plugins build.sh puts in `cni_bin_dir()`, and the images' OCI archives in `images_dir()`.
+CNI_PLUGINS: tuple[str, ...] = ("bridge", "host-local", "loopback", "portmap")
+IMAGE_ARCHIVES: tuple[str, ...] = ("pause.tar", "memhog.tar")
 
 
 class BuildScriptNotFound(RuntimeError):
@@ -74,15 +84,32 @@ def kwok_stages_dir() -> Path:
     return cache_root() / k8s_version() / "share" / "kwok" / "stages"
 
 
+def cni_bin_dir() -> Path:
+    """The CNI plugins (kept out of bin/, which `lab env` puts on PATH)."""
+    return cache_root() / k8s_version() / "cni" / "bin"
+
+
+def images_dir() -> Path:
+    """The real node's images as OCI archives (pause.tar, memhog.tar)."""
+    return cache_root() / k8s_version() / "images"
+
+
 def path(name: str) -> Path:
     return bin_dir() / name
 
 
+def _built(name: str) -> bool:
+    if name == "cni":
+        return all(os.access(cni_bin_dir() / p, os.X_OK) for p in CNI_PLUGINS)
+    if name == "images":
+        return all((images_dir() / a).is_file() for a in IMAGE_ARCHIVES)
+    if name == "kwok" and not (kwok_stages_dir() / "VERSION").is_file():
+        return False
+    return os.access(path(name), os.X_OK)
+
+
 def missing(names: tuple[str, ...] = BINARIES) -> list[str]:
-    out = [n for n in names if not os.access(path(n), os.X_OK)]
-    if "kwok" in names and "kwok" not in out and not (kwok_stages_dir() / "VERSION").is_file():
-        out.append("kwok")
-    return out
+    return [n for n in names if not _built(n)]
 
 
 def build(names: tuple[str, ...] | list[str] = (), *, force: bool = False) -> None:

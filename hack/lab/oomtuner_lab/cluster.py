@@ -1,11 +1,13 @@
 """Bringing the lab up and down: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok as local processes, plus three fake kwok Nodes."""
+kube-scheduler and kwok as local processes, plus three fake kwok Nodes, and the real node
+(`realnode`) where the host can run it."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import ssl
 import time
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oomtuner_lab import binaries, config, pki, processes
+from oomtuner_lab import binaries, config, pki, processes, realnode
 from oomtuner_lab.config import COMPONENTS, Paths, Ports
 from oomtuner_lab.processes import LabError
 
@@ -111,9 +113,11 @@ class Status:
     apiserver: str  # "ok", or why not
     kubeconfig: Path
     server: str
+    real_node: realnode.Status
 
     @property
     def running(self) -> bool:
+        """The control plane and the kwok nodes run (the real node is extra: see `real_node`)."""
         return all(c.alive for c in self.components) and self.apiserver == "ok"
 
     @property
@@ -126,6 +130,7 @@ class Status:
             state = "alive" if c.alive else "dead"
             out.append(f"{c.name:<24} {c.pid or '-':>8}  {state:<5}  {c.log}")
         out.append(f"apiserver {self.server}: {self.apiserver}")
+        out.append(self.real_node.line())
         out.append(f"kubeconfig: {self.kubeconfig}")
         return out
 
@@ -179,7 +184,8 @@ def _etcd_ready(ports: Ports) -> bool:
 @contextlib.contextmanager
 def core_v1(kubeconfig: Path) -> Iterator[Any]:
     """A CoreV1Api on the lab (closed afterwards)."""
-    from kubernetes import client, config as kconfig
+    from kubernetes import client
+    from kubernetes import config as kconfig
 
     api_client = kconfig.new_client_from_config(config_file=str(kubeconfig))
     try:
@@ -314,7 +320,7 @@ def status(paths: Paths | None = None) -> Status:
         comps.append(ComponentStatus(name, proc.pid(), proc.alive(), proc.log_file))
     ports = paths.load_ports()
     health = apiserver_health(paths, ports) if ports.apiserver else "never started"
-    return Status(tuple(comps), health, paths.kubeconfig, paths.server(ports))
+    return Status(tuple(comps), health, paths.kubeconfig, paths.server(ports), realnode.status(paths))
 
 
 def is_running(paths: Paths | None = None) -> bool:
@@ -325,13 +331,23 @@ def _quiet(_: str) -> None:
     pass
 
 
-def up(*, echo: Echo = print, self_check: bool = True, build: bool = True) -> Status:
-    """Start the lab unless it runs already. Returns its status."""
+def real_node_wanted() -> bool:
+    """`OOMTUNER_LAB_REAL_NODE=0` keeps the lab to kwok nodes (default: a real node where the host can)."""
+    return os.environ.get("OOMTUNER_LAB_REAL_NODE", "1") not in ("0", "false", "no")
+
+
+def up(*, echo: Echo = print, self_check: bool = True, build: bool = True, real_node: bool | None = None) -> Status:
+    """Start the lab unless it runs already (and the real node, when wanted and not running).
+    Returns its status."""
     paths = Paths()
+    real_node = real_node_wanted() if real_node is None else real_node
     with _locked(paths):
         current = status(paths)
         if current.running:
             echo(f"lab already running ({paths.root})")
+            if real_node and not current.real_node.running:
+                _start_real_node(paths, build=build, echo=echo)
+                current = status(paths)
             for line in current.lines():
                 echo("  " + line)
             return current
@@ -340,7 +356,7 @@ def up(*, echo: Echo = print, self_check: bool = True, build: bool = True) -> St
             _down(paths, echo=_quiet)
         for attempt in (1, 2):
             try:
-                _up(paths, echo=echo, self_check=self_check, build=build)
+                _up(paths, echo=echo, self_check=self_check, build=build, real_node=real_node)
                 break
             except LabError as exc:
                 # A component that dies at start is most often a port that a process of the last
@@ -358,7 +374,7 @@ def up(*, echo: Echo = print, self_check: bool = True, build: bool = True) -> St
         return status(paths)
 
 
-def _up(paths: Paths, *, echo: Echo, self_check: bool, build: bool) -> None:
+def _up(paths: Paths, *, echo: Echo, self_check: bool, build: bool, real_node: bool) -> None:
     t0 = time.monotonic()
     if build:
         bin_dir = binaries.ensure_built()
@@ -410,9 +426,21 @@ def _up(paths: Paths, *, echo: Echo, self_check: bool, build: bool) -> None:
         )
         if self_check:
             _self_check(api, echo)
+    if real_node:
+        _start_real_node(paths, build=build, echo=echo)
+    else:
+        realnode.turned_off(paths)
     echo(f"lab up in {time.monotonic() - t0:.1f}s")
     echo(f"kubeconfig: {paths.kubeconfig}")
     echo(f"  export KUBECONFIG={paths.kubeconfig}")
+
+
+def _start_real_node(paths: Paths, *, build: bool, echo: Echo) -> None:
+    """The real node beside the kwok nodes; one line when the host cannot run it."""
+    if build and realnode.unavailable() is None:
+        binaries.ensure_built(binaries.REAL_NODE)
+    with core_v1(paths.kubeconfig) as api:
+        realnode.start(paths, paths.load_ports(), api, echo=echo)
 
 
 def down(*, purge: bool = False, echo: Echo = print) -> None:
@@ -430,6 +458,9 @@ def _down(paths: Paths, *, echo: Echo) -> None:
 
     dashboard.stop(echo=echo)
     prometheus.lab_down(echo=echo)
+    ports = paths.load_ports()
+    reachable = bool(ports.apiserver) and apiserver_health(paths, ports) == "ok"
+    realnode.stop(paths, api=_NodeDeleter(paths, ports) if reachable else None, echo=echo)
     for name in reversed(COMPONENTS):
         proc = paths.proc(name)
         pid = proc.pid()
@@ -437,6 +468,23 @@ def _down(paths: Paths, *, echo: Echo) -> None:
             echo(f"  stopped {name} (pid {pid})")
         elif pid is not None:
             echo(f"  {name} (pid {pid}) was not running")
+
+
+class _NodeDeleter:
+    """Deletes a Node with one HTTPS request as the lab's admin: `lab down` needs nothing more of
+    the API, and importing the Kubernetes client's models takes seconds."""
+
+    def __init__(self, paths: Paths, ports: Ports) -> None:
+        self.paths, self.ports = paths, ports
+
+    def delete_node(self, name: str) -> None:
+        request = urllib.request.Request(f"{self.paths.server(self.ports)}/api/v1/nodes/{name}", method="DELETE")
+        try:
+            with urllib.request.urlopen(request, context=_admin_ssl(self.paths), timeout=10):  # noqa: S310
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
 
 
 def _purge(paths: Paths, *, echo: Echo) -> None:

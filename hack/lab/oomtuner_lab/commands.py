@@ -36,10 +36,13 @@ def build(force: bool, names: tuple[str, ...]) -> None:
 @lab.command()
 @click.option("--no-self-check", is_flag=True, help="Skip running a test pod after start.")
 @click.option("--no-build", is_flag=True, help="Fail instead of building missing binaries.")
-def up(no_self_check: bool, no_build: bool) -> None:
+@click.option("--real-node/--no-real-node", default=None,
+              help="Add lab-node-real, run by a real kubelet and containerd, where the host can "
+                   "(default; OOMTUNER_LAB_REAL_NODE=0 turns it off).")
+def up(no_self_check: bool, no_build: bool, real_node: bool | None) -> None:
     """Start the lab (does nothing but report if it runs already)."""
     try:
-        cluster.up(echo=click.echo, self_check=not no_self_check, build=not no_build)
+        cluster.up(echo=click.echo, self_check=not no_self_check, build=not no_build, real_node=real_node)
     except (LabError, subprocess.CalledProcessError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -36,6 +36,7 @@ KUBECONFIG_USERS: dict[str, str] = {
     "kube-controller-manager": "kube-controller-manager",
     "kube-scheduler": "kube-scheduler",
     "kwok": "kwok",
+    "kubelet": "kubelet",
 }
 
 
@@ -52,6 +53,8 @@ class Ports:
     controller_manager: int = 0
     scheduler: int = 0
     kwok: int = 0
+    kubelet: int = 0  # the real node's kubelet API
+    kubelet_healthz: int = 0
 
     def choose(self) -> None:
         """Keep the ports from the last run where still free, pick free ones for the rest,
@@ -249,6 +252,10 @@ def argv(component: str, bin: Path, paths: Paths, ports: Ports, *, kwok_stages: 
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.client_crt('front-proxy-client')}",
             f"--proxy-client-key-file={pki.client_key('front-proxy-client')}",
+            # Towards the real node's kubelet (logs, exec, port-forward); it has no DNS name.
+            f"--kubelet-client-certificate={pki.client_crt('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--profiling=false",
         ]
     if component in ("kube-controller-manager", "kube-scheduler"):

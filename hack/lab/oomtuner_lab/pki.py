@@ -1,7 +1,8 @@
 """Certificates and keys for the lab, made with the `openssl` CLI.
 
 One CA signs the apiserver's serving certificate and a client certificate per user:
-the admin (group system:masters), kube-controller-manager, kube-scheduler and kwok.
+the admin (group system:masters), kube-controller-manager, kube-scheduler, kwok, the real
+node's kubelet, and the apiserver itself towards kubelets and aggregated API servers.
 An RSA key pair signs and verifies ServiceAccount tokens.
 """
 
@@ -45,6 +46,10 @@ CLIENTS: tuple[ClientCert, ...] = (
     ClientCert("kwok", "kwok-controller", ("system:masters",)),
     # The apiserver's client certificate towards aggregated API servers (front proxy).
     ClientCert("front-proxy-client", "front-proxy-client"),
+    # The real node's kubelet, as the Node authorizer and NodeRestriction expect it.
+    ClientCert("kubelet", "system:node:lab-node-real", ("system:nodes",)),
+    # The apiserver towards kubelets (logs, exec); the kubelet asks the apiserver whether it may.
+    ClientCert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 
 
@@ -118,9 +123,13 @@ def _sign(pki: Pki, stem: str, subject: str, extensions: str) -> None:
 
 
 def ensure(dir: Path, *, service_ip: str) -> Pki:
-    """Create the CA, certificates and keys in `dir` unless they all exist already."""
+    """Create the CA, certificates and keys in `dir` unless they all exist already. With the CA
+    in place, only what is missing is made (a lab made before a client was added keeps its CA)."""
     pki = Pki(dir)
     if pki.complete():
+        return pki
+    if pki.ca_crt.is_file() and pki.ca_key.is_file() and pki.sa_key.is_file() and pki.sa_pub.is_file():
+        _sign_missing(pki, service_ip=service_ip)
         return pki
     dir.mkdir(parents=True, exist_ok=True)
     dir.chmod(0o700)
@@ -131,19 +140,27 @@ def ensure(dir: Path, *, service_ip: str) -> Pki:
         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         cwd=dir,
     )  # fmt: skip
-    _sign(
-        pki, "apiserver", _subject("kube-apiserver"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=" + ",".join(serving_sans(service_ip)) + "\n",
-    )  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=dir)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=dir)
+    _sign_missing(pki, service_ip=service_ip)
+    return pki
+
+
+def _sign_missing(pki: Pki, *, service_ip: str) -> None:
+    """Sign the serving and client certificates that are not there yet."""
+    if not (pki.serving_crt.is_file() and pki.serving_key.is_file()):
+        _sign(
+            pki, "apiserver", _subject("kube-apiserver"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\nsubjectAltName=" + ",".join(serving_sans(service_ip)) + "\n",
+        )  # fmt: skip
     for client in CLIENTS:
+        if pki.client_crt(client.name).is_file() and pki.client_key(client.name).is_file():
+            continue
         _sign(
             pki, client.name, _subject(client.user, client.groups),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
             "extendedKeyUsage=clientAuth\n",
         )  # fmt: skip
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=dir)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=dir)
-    for key in dir.glob("*.key"):
+    for key in pki.dir.glob("*.key"):
         key.chmod(0o600)
-    return pki
