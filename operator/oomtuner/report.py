@@ -91,7 +91,8 @@ def collect(
         result_workloads.append({**entry, "containers": containers})
     source = usage if usage is not None else prom_usage.Disabled()
     at = now or datetime.datetime.now(datetime.timezone.utc)
-    measured = source.current_usage(sorted({(p.metadata.namespace or "", p.metadata.name) for _, _, p in placed}), at=at)
+    measured = source.current_usage(sorted({(p.metadata.namespace or "", p.metadata.name) for _, _, p in placed}), at=at,
+                                    memory_bound=max((c for c in nodes.values() if c), default=None))
     by_pod = qos.usage_by_pod(measured.usage) if measured.ok else {}
     per_node: dict[str, list[qos.VictimCandidate]] = collections.defaultdict(list)
     for node, capacity, pod in placed:

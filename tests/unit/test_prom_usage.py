@@ -2,15 +2,15 @@
 how it degrades when Prometheus is down, slow, failing, empty or answers nonsense.
 
 Real: prometheus-api-client and requests, over HTTP to a small fake Prometheus in this process that
-answers what each test tells it (a real Prometheus is in tests/e2e/test_prometheus.py). Real
+answers what each test tells it, slowly, by the byte, with garbage or with more than anyone should
+read (`tests.fake_prometheus`; a real Prometheus is in tests/e2e/test_prometheus.py). Real
 `prom.metrics` counter. The clock of the circuit breaker is faked where a test needs time to pass.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime
-import http.server
 import json
 import re
 import threading
@@ -24,7 +24,8 @@ import pytest
 from oomtuner import config
 from oomtuner.api import types
 from oomtuner.domain import kills
-from oomtuner.prom import metrics, usage
+from oomtuner.prom import bounded, metrics, usage
+from tests.fake_prometheus import FakePrometheus
 
 MI = 1024 * 1024
 GI = 1024 * MI
@@ -181,55 +182,9 @@ def test_disabled_source_and_settings() -> None:
 # ---- against a fake Prometheus over HTTP -------------------------------------------------------------
 
 
-class FakePrometheus:
-    """Answers /api/v1/query and /api/v1/query_range as told; records what it was asked."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        self.status = 200
-        self.delay = 0.0
-        self.body: Any = None
-        self.summary: list[dict[str, Any]] = [_row("peak", str(300 * MI)), _row("p95", str(250 * MI))]
-        self.series: list[dict[str, Any]] = _leak_series()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                parsed = urllib.parse.urlparse(self.path)
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
-                fake.requests.append((parsed.path, params, dict(self.headers)))
-                if fake.delay:
-                    time.sleep(fake.delay)
-                result = fake.summary if parsed.path.endswith("/query") else fake.series
-                body = fake.body if fake.body is not None else {"status": "success", "data": {"result": result}}
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
-                with contextlib.suppress(OSError):
-                    self.send_response(fake.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake() -> Iterator[FakePrometheus]:
-    server = FakePrometheus()
+    server = FakePrometheus(summary=[_row("peak", str(300 * MI)), _row("p95", str(250 * MI))], series=_leak_series())
     yield server
     server.close()
 
@@ -500,3 +455,141 @@ def test_current_usage_fails_as_a_whole_through_the_breaker(fake: FakePrometheus
     assert failed.outcome == usage.Outcome.UNAVAILABLE and not failed.usage
     assert failed.message.startswith(f"Prometheus at {fake.url}: query failed: ") and "HTTP Status Code 503" in failed.message
     assert len(fake.requests) == 1 and failures() == before + 1  # the first failure stops the rest
+
+
+# ---- bounds: the whole query within the timeout, answers within a size, values that can be memory ----
+
+
+def test_a_drip_of_bytes_is_cut_at_the_timeout_of_the_whole_query(fake: FakePrometheus) -> None:
+    # Every byte comes well within a read timeout of 1s, so only a bound on the whole query ends it.
+    fake.drip = 0.25
+    started = time.monotonic()
+    history = source(fake.url, timeout=1.0).history(query())
+    took = time.monotonic() - started
+    assert history.outcome == usage.Outcome.UNAVAILABLE and history.data_source == "kills"
+    assert "DeadlineExceeded: timed out: no complete answer within 1s" in history.message
+    assert 0.9 < took < 1.6, took
+    assert 0 < fake.sent < 10  # a few bytes of the body, then the connection was shut
+
+
+def test_a_drip_of_the_status_line_and_headers_is_cut_too(fake: FakePrometheus) -> None:
+    fake.drip, fake.drip_head = 0.2, True
+    started = time.monotonic()
+    history = source(fake.url, timeout=0.8).history(query())
+    assert time.monotonic() - started < 1.4
+    assert "DeadlineExceeded" in history.message and fake.sent < 8
+
+
+def test_the_deadline_spares_a_kept_alive_connection_and_leaves_no_thread(fake: FakePrometheus) -> None:
+    session = bounded.Session(timeout=0.5, max_bytes=1 << 20)
+    before = threading.active_count()
+    for _ in range(20):  # each well within its deadline, over one kept-alive connection
+        assert session.get(f"{fake.url}/api/v1/query").json()["status"] == "success"
+    time.sleep(0.7)  # past every deadline: a timer left behind would now shut the reused socket
+    assert session.get(f"{fake.url}/api/v1/query").status_code == 200
+    assert threading.active_count() <= before + 1  # the server's one connection thread, no timers
+    fake.delay = 2
+    started = time.monotonic()
+    with pytest.raises(bounded.DeadlineExceeded):
+        session.get(f"{fake.url}/api/v1/query")
+    assert time.monotonic() - started < 1.0
+    fake.delay = 0
+    assert session.get(f"{fake.url}/api/v1/query").status_code == 200  # a fresh connection after that
+
+
+def test_a_huge_answer_is_refused_from_its_content_length_unread(fake: FakePrometheus) -> None:
+    fake.declared = 200 * MI
+    before = failures()
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE
+    assert "AnswerTooLarge: answer of 200Mi refused unread: more than the 16Mi allowed" in history.message
+    assert failures() == before + 1
+    assert fake.sent < 32 * MI  # what the socket buffers took before the client closed it, not 200Mi
+
+
+def test_a_huge_answer_without_a_length_is_refused_as_soon_as_it_passes_the_bound(fake: FakePrometheus) -> None:
+    fake.stream_bytes = 200 * MI
+    history = source(fake.url, max_response=1 * MI).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE
+    assert "AnswerTooLarge: answer refused after 1" in history.message and "more than the 1Mi allowed" in history.message
+    assert fake.sent < 32 * MI
+
+
+def test_the_bound_is_on_the_decoded_answer_not_on_the_compressed_one(fake: FakePrometheus) -> None:
+    rows = [_row("peak", str(300 * MI), container=f"c{i:06d}") for i in range(30_000)]  # ~2.5Mi of JSON
+    fake.body, fake.gzip = {"status": "success", "data": {"result": rows}}, True
+    history = source(fake.url, max_response=1 * MI).history(query())
+    assert "AnswerTooLarge: answer refused after" in history.message
+    fake.body, fake.summary = None, rows[:100] + [_row("peak", str(300 * MI))]
+    assert source(fake.url, max_response=1 * MI).history(query()).ok  # the same encoding, within the bound
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "JSONDecodeError"),
+    ('{"status": "success", "data": {"result": [', "JSONDecodeError"),  # cut short
+    ("<html><body>502 Bad Gateway</body></html>", "JSONDecodeError"),
+    ({"status": "success", "data": {"result": [{"metric": {"container": "app"}, "value": "x"}]}}, "IndexError"),
+])
+def test_garbage_is_a_failed_query(fake: FakePrometheus, body: Any, expected: str) -> None:
+    fake.body = body
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and expected in history.message
+
+
+def test_the_max_response_setting() -> None:
+    settings = config.from_environ({"OOMTUNER_PROMETHEUS_URL": "http://prom:9090", "OOMTUNER_PROMETHEUS_MAX_RESPONSE": "64Mi"})
+    src = usage.from_settings(settings)
+    assert isinstance(src, usage.PrometheusUsage) and src.max_response == 64 * MI
+    assert config.Settings().prometheus_max_response == "16Mi"
+    for bad in ("lots", "-1Mi", "10"):
+        with pytest.raises(config.SettingsError, match="OOMTUNER_PROMETHEUS_MAX_RESPONSE"):
+            config.from_environ({"OOMTUNER_PROMETHEUS_MAX_RESPONSE": bad})
+
+
+@pytest.mark.parametrize(("raw", "bound", "why"), [
+    ("NaN", None, "not a number"),
+    ("n/a", None, "not a number"),
+    ("+Inf", None, "infinite"),
+    ("-1", None, "negative"),
+    (str(2**51), None, "above 1Pi, more than any machine has"),
+    (str(17 * GI), 16 * GI, "above the largest node's memory capacity (16Gi)"),
+])
+def test_values_that_cannot_be_memory_are_discarded_with_the_reason(raw: str, bound: int | None, why: str) -> None:
+    sort = usage.Discarded(bound=bound)
+    assert sort.memory(raw) is None
+    assert sort.sentence() == f"discarded 1 value(s) that cannot be memory: 1 {why}"
+    assert sort.memory("0") == 0.0 and sort.memory(str(16 * GI if bound else 2**50)) is not None
+    assert usage.Discarded().sentence() == ""
+
+
+def test_a_peak_that_cannot_be_memory_is_not_used_and_the_history_says_why(fake: FakePrometheus) -> None:
+    fake.summary = [_row("peak", "-268435456"), _row("p95", "NaN")]
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.NO_DATA and not history.usage and history.data_source == "kills"
+    assert history.discarded == "discarded 2 value(s) that cannot be memory: 1 negative, 1 not a number"
+    assert history.message.endswith(f"; {history.discarded}; computed from the kills alone")
+    assert len(fake.requests) == 1  # no slope query without a peak
+
+
+def test_values_above_the_largest_node_are_discarded_and_the_rest_is_used(fake: FakePrometheus) -> None:
+    fake.summary = [_row("peak", str(300 * MI)), _row("p95", str(64 * GI)), _row("restarts", "3")]
+    series = _leak_series()
+    series[0]["values"][5][1] = "+Inf"
+    series[1]["values"][7][1] = str(64 * GI)
+    fake.series = series
+    history = source(fake.url).history(dataclasses.replace(query(kill(at_h=0, lived_h=2)), memory_bound=32 * GI))
+    assert history.ok and history.usage["app"].peak == 300 * MI and history.usage["app"].p95 is None
+    assert history.usage["app"].slope_bytes_per_s  # the lives still grew steadily without the two bad points
+    assert history.discarded == ("discarded 3 value(s) that cannot be memory: "
+                                 "2 above the largest node's memory capacity (32Gi), 1 infinite")
+    assert history.message.endswith(f"; {history.discarded}")
+
+
+def test_the_culprit_lookup_discards_values_above_the_nodes_capacity(fake: FakePrometheus) -> None:
+    fake.summary = [_node_row("shop", "web-0", "app", str(20 * GI)), _node_row("ops", "agent-x2x4z", "agent", str(10 * MI))]
+    found = source(fake.url).node_usage(dataclasses.replace(node_q(), memory_bound=16 * GI))
+    assert found.ok and found.usage == {("ops", "agent-x2x4z", "agent"): 10 * MI}
+    assert found.discarded == "discarded 1 value(s) that cannot be memory: 1 above node n1's memory capacity (16Gi)"
+    assert found.message.endswith(f"({found.discarded})")
+    now = source(fake.url).current_usage([("shop", "web-0")], at=NOW, memory_bound=16 * GI)
+    assert now.outcome == usage.Outcome.NO_DATA and "1 above the largest node's memory capacity (16Gi)" in now.message

@@ -24,8 +24,10 @@ name. The reconcile layer names the likely culprit from it (`domain.classify.cul
 For `oomtuner report`, *instant* queries of the working set now (`current_usage`) of every container
 of the pods it lists, one term per namespace, packed into as few queries as fit `MAX_QUERY_CHARS`.
 
-Every request carries a client timeout and Prometheus' own `timeout` parameter, is never retried,
-and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
+Every request is bounded (`prom.bounded`): the timeout bounds the whole request, from the connect to
+the last byte of the answer, however slowly it comes, and an answer larger than `max_response` bytes
+is refused before it is parsed. Prometheus gets the same `timeout` as a parameter. A request is never
+retried, and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
 event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
 unreadable answer) increments `oomtuner_prometheus_query_failures_total` and opens a circuit breaker:
 for `backoff` no query is sent at all, so a Prometheus that is down or hanging costs one timeout per
@@ -33,12 +35,18 @@ back-off period instead of one per kill. Then one probe goes through; success cl
 Failures never raise out of this module: the `History` says what happened, and the recommendation
 is computed from the kills alone with a condition that says so.
 
+Values that cannot be memory (not a number, infinite, negative, above the node's memory capacity,
+or above `MAX_PLAUSIBLE_MEMORY` where the capacity is not known) are discarded, not used, and the
+answer says how many and why (`History.discarded`, also in its message): a unit mistake in a
+recording rule or an exporter's garbage must not become a limit.
+
 The workload's pods are found by name (the controllers' naming rules, `pod_pattern`), not by the
 pods that exist now: a rollout replaces them, and the history of the old ones is what counts.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import enum
@@ -60,7 +68,7 @@ from urllib3.util import retry as urllib3_retry
 from oomtuner import config
 from oomtuner.domain import duration, kills, quantity, recommend
 from oomtuner.domain import usage as domain_usage
-from oomtuner.prom import metrics
+from oomtuner.prom import bounded, metrics
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -85,6 +93,10 @@ MAX_QUERY_CHARS = 6000
 _SUFFIX_CHARS = "[bcdfghjklmnpqrstvwxz2456789]"
 # generateName keeps at most 58 characters of its base before the 5 random ones.
 _GENERATE_NAME_BASE = 58
+# More memory than any machine has (1Pi): a working set above it is garbage whatever the node.
+MAX_PLAUSIBLE_MEMORY = 1 << 50
+# The default bound of one answer (OOMTUNER_PROMETHEUS_MAX_RESPONSE): about 270 series of 2000 points.
+DEFAULT_MAX_RESPONSE = 16 * 1024 * 1024
 
 
 class Outcome(str, enum.Enum):
@@ -108,16 +120,23 @@ class Query:
     kills: tuple[kills.OOMKill, ...]
     lookback: datetime.timedelta
     now: datetime.datetime
+    # The most memory a container can use: the memory capacity of the largest node. None where it is
+    # not known; then only MAX_PLAUSIBLE_MEMORY bounds the values.
+    memory_bound: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class History:
-    """The answer: usage per container that had data, and how it went (`outcome`, `message`)."""
+    """The answer: usage per container that had data, and how it went (`outcome`, `message`).
+
+    `discarded` says in words which values of the answer could not be memory and were left out
+    (empty when none were); `message` says it too."""
 
     outcome: Outcome
     message: str
     lookback: datetime.timedelta | None = None
     usage: Mapping[str, recommend.Usage] = dataclasses.field(default_factory=dict)
+    discarded: str = ""
 
     @property
     def ok(self) -> bool:
@@ -148,6 +167,7 @@ class NodeQuery:
     pods: tuple[tuple[str, str], ...]  # (namespace, pod)
     at: datetime.datetime
     window: datetime.timedelta = CULPRIT_WINDOW
+    memory_bound: int | None = None  # the node's memory capacity, where known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +179,7 @@ class NodeUsage:
     outcome: Outcome
     message: str
     usage: Mapping[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    discarded: str = ""  # as History.discarded
 
     @property
     def ok(self) -> bool:
@@ -170,7 +191,9 @@ class Source(Protocol):
 
     def node_usage(self, query: NodeQuery) -> NodeUsage: ...
 
-    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage: ...
+    def current_usage(
+        self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime, memory_bound: int | None = None
+    ) -> NodeUsage: ...
 
 
 class Disabled:
@@ -182,7 +205,9 @@ class Disabled:
     def node_usage(self, query: NodeQuery) -> NodeUsage:
         return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message=NOT_CONFIGURED_MESSAGE)
 
-    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage:
+    def current_usage(
+        self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime, memory_bound: int | None = None
+    ) -> NodeUsage:
         return NodeUsage(outcome=Outcome.NOT_CONFIGURED, message=NOT_CONFIGURED_MESSAGE)
 
 
@@ -287,25 +312,77 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_summary(result: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per container, the statistics of the instant query. Raises ValueError on a malformed answer."""
+class Discarded:
+    """Sorts the values of an answer into memory and what cannot be memory, and counts the latter by
+    why. `bound` is the most memory a container can have (a node's capacity, `bound_name` says which
+    node) where known; MAX_PLAUSIBLE_MEMORY always bounds."""
+
+    def __init__(self, *, bound: int | None = None, bound_name: str = "the largest node's memory capacity"):
+        self.bound = bound if bound is not None and 0 < bound < MAX_PLAUSIBLE_MEMORY else None
+        self.bound_name = bound_name
+        self.reasons: collections.Counter[str] = collections.Counter()
+
+    def memory(self, text: Any) -> float | None:
+        """The value as bytes of memory, or None (counted) when it cannot be that."""
+        why = None
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            value, why = math.nan, "not a number"
+        if why is not None:
+            pass
+        elif math.isnan(value):
+            why = "not a number"
+        elif math.isinf(value):
+            why = "infinite"
+        elif value < 0:
+            why = "negative"
+        elif self.bound is not None and value > self.bound:
+            why = f"above {self.bound_name} ({quantity.humanize(self.bound)})"
+        elif value > MAX_PLAUSIBLE_MEMORY:
+            why = f"above {quantity.humanize(MAX_PLAUSIBLE_MEMORY)}, more than any machine has"
+        if why is not None:
+            self.reasons[why] += 1
+            return None
+        return value
+
+    def sentence(self) -> str:
+        """E.g. "discarded 3 value(s) that cannot be memory: 2 negative, 1 not a number"; "" when none."""
+        if not self.reasons:
+            return ""
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(self.reasons.items(), key=lambda item: (-item[1], item[0])))
+        return f"discarded {sum(self.reasons.values())} value(s) that cannot be memory: {parts}"
+
+
+# The statistics of the summary query that are memory (the others are counts).
+_MEMORY_STATS = frozenset({"peak", "p95"})
+
+
+def parse_summary(result: Sequence[Mapping[str, Any]], *, discarded: Discarded | None = None) -> dict[str, dict[str, float]]:
+    """Per container, the statistics of the instant query; memory that cannot be memory is left out
+    (and counted in `discarded`). Raises ValueError on a malformed answer."""
+    sort = discarded or Discarded()
     found: dict[str, dict[str, float]] = {}
     for row in result:
         labels = row["metric"]
-        value = _number(row["value"][1])
+        stat = str(labels.get(STAT_LABEL, ""))
+        raw = row["value"][1]
+        value = sort.memory(raw) if stat in _MEMORY_STATS else _number(raw)
         if value is None:
             continue
-        found.setdefault(str(labels.get("container", "")), {})[str(labels.get(STAT_LABEL, ""))] = value
+        found.setdefault(str(labels.get("container", "")), {})[stat] = value
     return found
 
 
-def parse_series(result: Sequence[Mapping[str, Any]]) -> dict[str, list[domain_usage.Series]]:
-    """Per container, the range query's series (one per pod and instance id)."""
+def parse_series(result: Sequence[Mapping[str, Any]], *, discarded: Discarded | None = None) -> dict[str, list[domain_usage.Series]]:
+    """Per container, the range query's series (one per pod and instance id), without the points
+    that cannot be memory (counted in `discarded`)."""
+    sort = discarded or Discarded()
     found: dict[str, list[domain_usage.Series]] = {}
     for row in result:
         labels = row["metric"]
         points = tuple(
-            (float(t), v) for t, raw in row["values"] if (v := _number(raw)) is not None
+            (float(t), v) for t, raw in row["values"] if (v := sort.memory(raw)) is not None
         )
         key = f"{labels.get('pod', '')}/{labels.get('id', '')}"
         found.setdefault(str(labels.get("container", "")), []).append(domain_usage.Series(key=key, points=points))
@@ -379,16 +456,23 @@ def current_queries(pods: Iterable[tuple[str, str]], *, max_chars: int | None = 
     return queries
 
 
-def parse_node_usage(result: Sequence[Mapping[str, Any]], *, pods: Iterable[tuple[str, str]]) -> dict[tuple[str, str, str], int]:
+def parse_node_usage(
+    result: Sequence[Mapping[str, Any]], *, pods: Iterable[tuple[str, str]], discarded: Discarded | None = None
+) -> dict[tuple[str, str, str], int]:
     """Working set per (namespace, pod, container) of the asked pods, the highest where several series
-    match one container. Raises on a malformed answer."""
+    match one container; values that cannot be memory are left out (counted in `discarded`). Raises on
+    a malformed answer."""
     wanted = set(pods)
+    sort = discarded or Discarded()
     found: dict[tuple[str, str, str], int] = {}
     for row in result:
         labels = row["metric"]
-        value = _number(row["value"][1])
+        raw = row["value"][1]
         key = (str(labels.get("namespace", "")), str(labels.get("pod", "")), str(labels.get("container", "")))
-        if value is None or not key[2] or key[:2] not in wanted:
+        if not key[2] or key[:2] not in wanted:
+            continue
+        value = sort.memory(raw)
+        if value is None:
             continue
         found[key] = max(found.get(key, 0), math.ceil(value))
     return found
@@ -401,8 +485,10 @@ def assemble(
     series: Mapping[str, Sequence[domain_usage.Series]],
     max_gap: datetime.timedelta,
     source: str,
+    discarded: str = "",
 ) -> History:
-    """Usage per container from the parsed answers, with the evidence for the condition's message."""
+    """Usage per container from the parsed answers, with the evidence for the condition's message;
+    `discarded` (Discarded.sentence) says what the parsing left out."""
     usage: dict[str, recommend.Usage] = {}
     notes: list[str] = []
     missing: list[str] = []
@@ -440,16 +526,21 @@ def assemble(
             message=(
                 f"{source} has no {WORKING_SET} for {', '.join(missing)} of pods "
                 f"{pod_pattern(query.workload_kind, query.workload_name)} in {query.namespace} over {lookback}; "
-                "computed from the kills alone"
+                + (f"{discarded}; " if discarded else "")
+                + "computed from the kills alone"
             ),
+            discarded=discarded,
         )
     if missing:
         notes.append(f"no {WORKING_SET} for {', '.join(missing)}")
+    if discarded:
+        notes.append(discarded)
     return History(
         outcome=Outcome.USED,
         lookback=query.lookback,
         usage=usage,
         message=f"usage over {lookback} from {source}: " + "; ".join(notes),
+        discarded=discarded,
     )
 
 
@@ -517,7 +608,9 @@ class _BearerTokenFile(requests.auth.AuthBase):
 
 
 class PrometheusUsage:
-    """Usage history through prometheus-api-client, with timeouts and a circuit breaker."""
+    """Usage history through prometheus-api-client, with bounded requests (`prom.bounded`: the
+    timeout bounds each whole request, `max_response` the bytes of each answer) and a circuit
+    breaker."""
 
     def __init__(
         self,
@@ -530,13 +623,15 @@ class PrometheusUsage:
         bearer_token_file: str | None = None,
         ca_file: str | None = None,
         breaker: Breaker | None = None,
+        max_response: int = DEFAULT_MAX_RESPONSE,
     ):
         self.url = url.rstrip("/")
         self.timeout = timeout.total_seconds()
         self.max_points = max_points
         self.min_step = min_step
+        self.max_response = max_response
         self.breaker = breaker or Breaker(backoff=backoff)
-        session = requests.Session()
+        session = bounded.Session(timeout=self.timeout, max_bytes=max_response)
         session.verify = ca_file if ca_file else True
         self._client = prometheus_connect.PrometheusConnect(
             url=self.url,
@@ -546,13 +641,17 @@ class PrometheusUsage:
             auth=_BearerTokenFile(bearer_token_file) if bearer_token_file else None,
             timeout=self.timeout,  # type: ignore[arg-type]
         )
+        # prometheus-api-client mounts a plain adapter on the URL: the bounded one goes back on top.
+        session.mount_bounded(self.url)
 
     def history(self, query: Query) -> History:
         if not query.containers:
             return History(outcome=Outcome.NO_DATA, message="no containers to look up", lookback=query.lookback)
+        discarded = Discarded(bound=query.memory_bound)
         try:
             step = step_for(query.lookback, max_points=self.max_points, min_step=self.min_step)
-            stats = self._query(summary_query(query, step=step), at=query.now, parse=parse_summary)
+            stats = self._query(summary_query(query, step=step), at=query.now,
+                                parse=lambda rows: parse_summary(rows, discarded=discarded))
             series: dict[str, list[domain_usage.Series]] = {}
             where = slope_range(query)
             max_gap = datetime.timedelta(minutes=10)
@@ -563,50 +662,65 @@ class PrometheusUsage:
                 max_gap = max(max_gap, 10 * range_step)
                 rows = self._query_range(slope_query(query, pods, step=range_step), start=start, end=query.now,
                                          step=range_step, parse=_bounded)
-                series = parse_series(rows)
+                series = parse_series(rows, discarded=discarded)
         except QueryFailed as exc:
+            note = discarded.sentence()
             return History(
                 outcome=Outcome.UNAVAILABLE,
                 lookback=query.lookback,
-                message=f"Prometheus at {self.url}: {exc}; computed from the kills alone",
+                message=f"Prometheus at {self.url}: {exc}; " + (f"{note}; " if note else "") + "computed from the kills alone",
+                discarded=note,
             )
-        return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus")
+        return assemble(query, stats=stats, series=series, max_gap=max_gap, source="Prometheus",
+                        discarded=discarded.sentence())
 
     def node_usage(self, query: NodeQuery) -> NodeUsage:
         if not query.pods:
             return NodeUsage(outcome=Outcome.NO_DATA, message=f"no pods on node {query.node}")
+        discarded = Discarded(bound=query.memory_bound, bound_name=f"node {query.node}'s memory capacity")
         try:
             found = self._query(node_query(query), at=query.at,
-                                parse=lambda rows: parse_node_usage(rows, pods=query.pods))
+                                parse=lambda rows: parse_node_usage(rows, pods=query.pods, discarded=discarded))
         except QueryFailed as exc:
             return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
         window = duration.format(query.window)
+        note = discarded.sentence()
         if not found:
             return NodeUsage(
                 outcome=Outcome.NO_DATA,
                 message=f"Prometheus has no {WORKING_SET} for the {len(query.pods)} pod(s) on node {query.node} "
-                        f"in the {window} up to the kill",
+                        f"in the {window} up to the kill" + (f" ({note})" if note else ""),
+                discarded=note,
             )
-        return NodeUsage(outcome=Outcome.USED, usage=found,
-                         message=f"peak working set over the {window} up to the kill, from Prometheus")
+        return NodeUsage(outcome=Outcome.USED, usage=found, discarded=note,
+                         message=f"peak working set over the {window} up to the kill, from Prometheus"
+                                 + (f" ({note})" if note else ""))
 
-    def current_usage(self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime) -> NodeUsage:
+    def current_usage(
+        self, pods: Sequence[tuple[str, str]], *, at: datetime.datetime, memory_bound: int | None = None
+    ) -> NodeUsage:
         """The working set at `at` of every container of `pods` ((namespace, pod)), in as few
-        bounded queries as `current_queries` packs them. All or nothing: after a failed query the
-        answer is UNAVAILABLE and holds none of what earlier queries gave."""
+        bounded queries as `current_queries` packs them; values above `memory_bound` (the largest
+        node's memory capacity, where known) or otherwise not memory are left out. All or nothing:
+        after a failed query the answer is UNAVAILABLE and holds none of what earlier queries gave."""
         wanted = frozenset(pods)
         if not wanted:
             return NodeUsage(outcome=Outcome.NO_DATA, message="no pods to look up")
+        discarded = Discarded(bound=memory_bound)
         found: dict[tuple[str, str, str], int] = {}
         try:
             for promql in current_queries(wanted):
-                found.update(self._query(promql, at=at, parse=lambda rows: parse_node_usage(rows, pods=wanted)))
+                found.update(self._query(promql, at=at,
+                                         parse=lambda rows: parse_node_usage(rows, pods=wanted, discarded=discarded)))
         except QueryFailed as exc:
             return NodeUsage(outcome=Outcome.UNAVAILABLE, message=f"Prometheus at {self.url}: {exc}")
+        note = discarded.sentence()
         if not found:
-            return NodeUsage(outcome=Outcome.NO_DATA,
-                             message=f"Prometheus at {self.url} has no {WORKING_SET} for the {len(wanted)} pod(s)")
-        return NodeUsage(outcome=Outcome.USED, usage=found, message=f"working set now, from Prometheus at {self.url}")
+            return NodeUsage(outcome=Outcome.NO_DATA, discarded=note,
+                             message=f"Prometheus at {self.url} has no {WORKING_SET} for the {len(wanted)} pod(s)"
+                                     + (f" ({note})" if note else ""))
+        return NodeUsage(outcome=Outcome.USED, usage=found, discarded=note,
+                         message=f"working set now, from Prometheus at {self.url}" + (f" ({note})" if note else ""))
 
     def _guarded(self, call: Callable[[], Any], parse: Callable[[list[Mapping[str, Any]]], _T]) -> _T:
         """Run one query through the breaker; any failure (sending, HTTP, reading the answer) is
@@ -657,6 +771,8 @@ def _bounded(rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, (bounded.DeadlineExceeded, bounded.AnswerTooLarge)):
+        return f"{type(exc).__name__}: {text}"  # already short, and the bound is the point
     # requests' messages repeat the pool and the URL; the root cause is at the end.
     for marker in ("Read timed out", "Connection refused", "timed out", "Name or service not known"):
         if marker in text:
@@ -677,6 +793,7 @@ def from_settings(settings: config.Settings) -> Source:
         min_step=duration.parse(settings.prometheus_min_step),
         bearer_token_file=settings.prometheus_bearer_token_file,
         ca_file=settings.prometheus_ca_file,
+        max_response=quantity.parse_bytes(settings.prometheus_max_response),
     )
 
 
