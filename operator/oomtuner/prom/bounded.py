@@ -157,7 +157,7 @@ class Session(requests.Session):
         again after anything else mounted its own there), never retried."""
         self.mount(prefix, _Adapter(max_retries=urllib3_retry.Retry(total=0, redirect=False)))
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         given = kwargs.pop("timeout", None)
         seconds = float(given) if isinstance(given, (int, float)) and given > 0 else self.timeout
         kwargs["stream"] = True
