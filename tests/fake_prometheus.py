@@ -3,7 +3,7 @@
 It answers /api/v1/query with `summary` and /api/v1/query_range with `series` (rows as Prometheus
 returns them), and misbehaves as told: an HTTP error, a delay before answering (a hung server), a
 drip of one byte per `drip` seconds (from the body, or from the status line with `drip_head`),
-garbage, a Content-Length larger than anything it will send (`declared`), a chunked answer of
+no listener at all (`refuse`, then `listen` again on the same port), garbage, a Content-Length larger than anything it will send (`declared`), a chunked answer of
 `stream_bytes` bytes that never ends sooner, a gzip-encoded answer. Connections are kept alive, as
 Prometheus keeps them. It writes every answer byte by byte or chunk by chunk and counts what it
 sent (`sent`), so a test can tell how much of an answer the client read before it gave up.
@@ -14,8 +14,10 @@ suite (as the operator's Prometheus).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
+import socket
 import json
 import threading
 import time
@@ -49,6 +51,7 @@ class FakePrometheus:
         self.gzip = False
         self.sent = 0
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -56,6 +59,16 @@ class FakePrometheus:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:  # noqa: N802
                 parsed = urllib.parse.urlparse(self.path)
@@ -66,17 +79,35 @@ class FakePrometheus:
                 except OSError:  # the client gave up: that is what many tests want
                     self.close_connection = True
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self._listen(0)
+        self.port = int(self.server.server_address[1])
+
+    def _listen(self, port: int) -> None:
+        self.server = _Server(("127.0.0.1", port), self._handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def refuse(self) -> None:
+        """Stop listening and drop the kept-alive connections: new ones are refused, as by a host
+        where Prometheus is down."""
+        self.close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def listen(self) -> None:
+        """Listen again, on the same port."""
+        self._listen(self.port)
 
     def behave(self) -> None:
         """Answer normally again."""
