@@ -13,13 +13,14 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from oomtuner_lab import binaries, cluster, config, processes
+from oomtuner_lab import binaries, config, processes
 
 
 class Component:
@@ -51,14 +52,11 @@ class Component:
 
     def healthy(self) -> bool:
         ports = self.paths.load_ports()
-        try:
-            if self.name == "etcd":
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports.etcd_client}/health", timeout=2) as r:
-                    return bool(json.loads(r.read()).get("health") == "true")
-            if self.name == "kube-apiserver":
-                return cluster.apiserver_health(self.paths, ports) == "ok"
-        except OSError:
-            return False
+        if self.name == "etcd":
+            status, body = _get(f"http://127.0.0.1:{ports.etcd_client}/health")
+            return status == 200 and json.loads(body).get("health") == "true"
+        if self.name == "kube-apiserver":
+            return _get(f"{self.paths.server(ports)}/readyz", admin=True)[0] == 200
         return self.proc.alive()
 
     def wait_healthy(self, timeout: float = 60) -> float:
@@ -98,6 +96,27 @@ class Component:
             yield
         finally:
             self.resume()
+
+
+def _admin_tls() -> ssl.SSLContext:
+    paths = config.Paths()
+    context = ssl.create_default_context(cafile=str(paths.pki.ca_crt))
+    context.load_cert_chain(str(paths.pki.client_crt("admin")), str(paths.pki.client_key("admin")))
+    return context
+
+
+def _get(url: str, *, admin: bool = False) -> tuple[int, bytes]:
+    """GET `url` (with the lab's admin certificate when `admin`): the status and body, 0 when
+    unreachable. Every answer is closed here, an error answer too: the suite takes every warning,
+    an unclosed socket's included, for an error."""
+    try:
+        with urllib.request.urlopen(url, context=_admin_tls() if admin else None, timeout=2) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+    except OSError:
+        return 0, b""
 
 
 def restore() -> list[str]:
@@ -145,18 +164,9 @@ def compact_etcd(revision: int | None = None) -> int:
 def watch_gone(path: str, resource_version: str) -> bool:
     """Does a watch of `path` (e.g. /api/v1/namespaces/x/pods) from `resource_version` get 410 Gone?
     That is what a client resuming its watch from there meets."""
-    import ssl
-
-    paths = config.Paths()
-    context = ssl.create_default_context(cafile=str(paths.pki.ca_crt))
-    context.load_cert_chain(str(paths.pki.client_crt("admin")), str(paths.pki.client_key("admin")))
-    url = f"{paths.server()}{path}?watch=true&resourceVersion={resource_version}&timeoutSeconds=1"
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as r:
-            for line in r:
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    return bool(event.get("object", {}).get("code") == 410)
-            return False
-    except urllib.error.HTTPError as exc:
-        return exc.code == 410
+    url = f"{config.Paths().server()}{path}?watch=true&resourceVersion={resource_version}&timeoutSeconds=1"
+    status, body = _get(url, admin=True)
+    if status == 410:
+        return True
+    events = [json.loads(line) for line in body.splitlines() if line.strip()]
+    return any(e.get("type") == "ERROR" and e.get("object", {}).get("code") == 410 for e in events)

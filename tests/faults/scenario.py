@@ -85,8 +85,9 @@ class Scenario:
         self.watches: list[truth_mod.TemplateWatch] = []
         self.proxies: list[FaultProxy] = []
         kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
+        # After an API server restart, the controller-manager's informers take a while to come back.
         kit.wait_for(lambda: kube.get_or_none(f"/api/v1/namespaces/{self.namespace}/serviceaccounts/default"),
-                     timeout=30, what="the default ServiceAccount")
+                     timeout=90, what="the default ServiceAccount")
 
     # ---- building the scene ----
 

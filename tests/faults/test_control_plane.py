@@ -6,16 +6,14 @@ written into pod status, `tests.faults.truth`).
 
 Each scenario: an Auto policy with a 1h cooldown on a paused Deployment of 30 replicas at 256Mi (paused,
 so its pods stay while the operator patches the template: every kill of the scenario hits a pod at
-256Mi). A burst kills every pod once; the fault strikes when half of it is written; the rest of the
-burst goes on (its writes fail while the API server is away, and count only when the pod shows them
-after). Then a second burst kills every pod again. Expected: each kill counted once, one raise of the
-template (256Mi → 384Mi, from the first kills; the cooldown holds the rest back), recovery — every
-kill written before the fault ended is counted — within 30 s of the fault's end.
+256Mi). A burst kills every pod once, and the fault strikes as the operator handles its first third;
+the rest comes after the fault. Then a second burst kills every pod again. Expected: each kill
+counted once, one raise of the template (256Mi → 384Mi, from the first kills; the cooldown holds the
+rest back), recovery — every kill so far counted — within 30 s of the fault's end.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import signal
 import time
@@ -34,64 +32,51 @@ MI_256 = 256 * 1024 * 1024
 
 HANG_S = 35.0  # longer than the operator's API request timeout (30 s): its requests in flight time out
 
+APISERVER, ETCD = lab.Component("kube-apiserver"), lab.Component("etcd")
 
-def _apiserver_killed() -> None:
-    # SIGKILL rather than SIGTERM: a graceful stop first serves what is in flight for several seconds,
-    # and the operator would finish the burst before the server is gone.
-    apiserver = lab.Component("kube-apiserver")
-    apiserver.kill()
-    time.sleep(5)
-    apiserver.start()
-
-
-def _apiserver_hung() -> None:
-    with lab.Component("kube-apiserver").paused():
-        time.sleep(HANG_S)
-
-
-def _etcd_restarted() -> None:
-    etcd = lab.Component("etcd")
-    etcd.stop()
-    time.sleep(5)
-    etcd.start()
-
-
-# scenario → (title, the fault: it strikes, lasts and ends when the call returns, a note)
-FAULTS: dict[str, tuple[str, Callable[[], None], str]] = {
-    "apiserver-restart": ("kube-apiserver killed mid-burst (5 s down), restarted", _apiserver_killed,
-                          "kube-apiserver SIGKILLed, started again after 5 s"),
-    "apiserver-hang": (f"kube-apiserver hung mid-burst (SIGSTOP {HANG_S:g} s), SIGCONT", _apiserver_hung,
-                       f"SIGSTOP for {HANG_S:g} s, longer than the operator's 30 s request timeout"),
-    "etcd-restart": ("etcd stopped mid-burst (5 s down), restarted", _etcd_restarted,
+# scenario → (title, strike, how long it lasts, end, a note)
+FAULTS: dict[str, tuple[str, Callable[[], None], float, Callable[[], object], str]] = {
+    # SIGKILL rather than SIGTERM: a graceful stop serves what is in flight for seconds more.
+    "apiserver-restart": ("kube-apiserver killed mid-burst (5 s down), restarted", APISERVER.kill, 5.0,
+                          APISERVER.start, "kube-apiserver SIGKILLed, started again after 5 s"),
+    "apiserver-hang": (f"kube-apiserver hung mid-burst (SIGSTOP {HANG_S:g} s), SIGCONT", APISERVER.pause, HANG_S,
+                       APISERVER.resume, f"SIGSTOP for {HANG_S:g} s, longer than the operator's 30 s request timeout"),
+    "etcd-restart": ("etcd stopped mid-burst (5 s down), restarted", ETCD.stop, 5.0, ETCD.start,
                      "etcd SIGTERMed, started again after 5 s (kube-apiserver stays up)"),
 }
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_a_control_plane_fault_mid_burst(faults: Scenario, name: str) -> None:
+    """The first third of the burst reaches the operator while it is frozen (SIGSTOP): their watch
+    events wait in its connections, and it handles them right as the fault strikes — so the fault
+    always finds kills in flight. The rest of the burst comes once the fault has ended."""
     s = faults
-    title, fault, note = FAULTS[name]
-    s.operator()
+    title, strike, lasts, end, note = FAULTS[name]
+    op = s.operator()
     pods, watch, truth = s.auto_workload(REPLICAS)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
-        # Two writers: the burst takes a second or two, and the fault strikes a third of the way in,
-        # while the operator is recording what came so far.
-        burst = background.submit(truth.burst, pods, threads=2)
-        s.wait(lambda: len(truth.kills) >= REPLICAS // 3, timeout=60, interval=0.01)
-        struck = time.monotonic()
-        fault()
-        ended = time.monotonic()
-        burst.result(timeout=120)
-    written = truth.settle(s.kube)
+    first = REPLICAS // 3
+    assert op.proc is not None
+    os.kill(op.proc.pid, signal.SIGSTOP)
+    try:
+        truth.burst(pods[:first], threads=4)
+        time.sleep(0.5)  # the kills' watch events are in the operator's sockets
+        strike()
+    finally:
+        os.kill(op.proc.pid, signal.SIGCONT)
+    struck = time.monotonic()
+    time.sleep(lasts)
+    end()
+    ended = time.monotonic()
+    truth.burst(pods[first:], threads=4)
     recovery = s.recovery(truth, ended=ended)
     patched = s.wait_raised(watch, above=MI_256, timeout=max(1.0, ended + RECOVERY_WAIT_S - time.monotonic()))
     count = s.kill_again(truth, pods)
     result = s.report(
         name, title, truth=truth, total=count.total, records=count.records, watch=watch, patched=patched,
         patch_basis=f"the first kills' patch, within {RECOVERY_WAIT_S:g} s of the fault's end", recovery_s=recovery,
-        recovery_basis="from the fault's end until every kill written before it is counted",
-        notes=[note, f"fault lasted {ended - struck:.1f}s; {len(truth.errors)} kill write(s) failed, {written} of "
-                     f"them had been written" + (f" (e.g. {truth.errors[0]})" if truth.errors else "")],
+        recovery_basis="from the fault's end until every kill so far is counted",
+        notes=[note, f"{first} kills reached the operator as the fault struck; the fault lasted {ended - struck:.1f}s"],
     )
     assert not result.failures, result.message()
 
