@@ -27,8 +27,8 @@ of the pods it lists, one term per namespace, packed into as few queries as fit 
 Every request is bounded (`prom.bounded`): the timeout bounds the whole request, from the connect to
 the last byte of the answer, however slowly it comes, and an answer larger than `max_response` bytes
 is refused before it is parsed. Prometheus gets the same `timeout` as a parameter. A request is never
-retried, and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so kopf's
-event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
+retried, and runs in the caller's worker thread (the reconcile layer runs in `asyncio.to_thread`), so
+kopf's event loop never waits on it. A failed query (connection refused, timeout, an HTTP error, an
 unreadable answer) increments `oomtuner_prometheus_query_failures_total` and opens a circuit breaker:
 for `backoff` no query is sent at all, so a Prometheus that is down or hanging costs one timeout per
 back-off period instead of one per kill. Then one probe goes through; success closes the breaker.
@@ -324,27 +324,28 @@ class Discarded:
 
     def memory(self, text: Any) -> float | None:
         """The value as bytes of memory, or None (counted) when it cannot be that."""
-        why = None
         try:
             value = float(text)
         except (TypeError, ValueError):
-            value, why = math.nan, "not a number"
-        if why is not None:
-            pass
-        elif math.isnan(value):
-            why = "not a number"
-        elif math.isinf(value):
-            why = "infinite"
-        elif value < 0:
-            why = "negative"
-        elif self.bound is not None and value > self.bound:
-            why = f"above {self.bound_name} ({quantity.humanize(self.bound)})"
-        elif value > MAX_PLAUSIBLE_MEMORY:
-            why = f"above {quantity.humanize(MAX_PLAUSIBLE_MEMORY)}, more than any machine has"
+            value = math.nan
+        why = self._why_not(value)
         if why is not None:
             self.reasons[why] += 1
             return None
         return value
+
+    def _why_not(self, value: float) -> str | None:
+        if math.isnan(value):
+            return "not a number"
+        if math.isinf(value):
+            return "infinite"
+        if value < 0:
+            return "negative"
+        if self.bound is not None and value > self.bound:
+            return f"above {self.bound_name} ({quantity.humanize(self.bound)})"
+        if value > MAX_PLAUSIBLE_MEMORY:
+            return f"above {quantity.humanize(MAX_PLAUSIBLE_MEMORY)}, more than any machine has"
+        return None
 
     def sentence(self) -> str:
         """E.g. "discarded 3 value(s) that cannot be memory: 2 negative, 1 not a number"; "" when none."""
