@@ -1,20 +1,19 @@
-"""Counting under pressure that is no outage: a storm of conflicting writes, kills of old pods during
-a rollout, and nodes whose clocks are an hour off.
+"""Counting under pressure that is no outage: a storm of conflicts on the status writes, kills of old
+pods during a rollout, and nodes whose clocks are an hour off.
 
-Real: the lab's API server, controller-manager (the rollout), `oomtuner run` as a process, a second
-writer that keeps changing the recommendation. Played: the kubelet (kills written into pod status,
-stamped by a node clock that may be skewed).
+Real: the lab's API server, controller-manager (the rollout), `oomtuner run` as a process. Played: the
+kubelet (kills written into pod status, stamped by a node clock that may be skewed), and the API
+server's 409 answers (the fault proxy of `tests.faults.proxy`).
 """
 
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 
 import pytest
 
-from oomtuner.kube import api
+from tests.faults import proxy as fault_proxy
 from tests.faults import truth as truth_mod
 from tests.faults.scenario import RECOVERY_WAIT_S, Scenario
 
@@ -24,48 +23,31 @@ MI = 1024 * 1024
 
 
 def test_a_storm_of_conflicts_on_the_status_writes(faults: Scenario) -> None:
-    """Another writer changes the recommendation 50 times a second for 10 s, so every status write of
-    the operator meets 409 Conflict again and again while a burst of kills comes in."""
+    """For 10 s, every status write of the recommendation is answered 409 Conflict (by the fault
+    proxy: as when other writers keep changing it), while a burst of kills comes in."""
     s = faults
-    s.operator()
+    proxy = s.proxy()
+    s.operator(kubeconfig=str(proxy.write_kubeconfig(s.log_dir / "proxy.kubeconfig")))
     pods, watch, truth = s.auto_workload(30)
     truth.kill(pods[0])
     s.wait_counted(1, timeout=30)
-    path = f"/apis/oomtuner.dev/v1alpha1/namespaces/{s.namespace}/oomrecommendations/deployment-web"
-    stop, writes = threading.Event(), [0]
-
-    def storm() -> None:
-        while not stop.is_set():
-            try:
-                s.kube.merge_patch(path, {"metadata": {"annotations": {"faults.oomtuner.dev/storm": str(writes[0])}}})
-                writes[0] += 1
-            except api.ApiError:
-                pass
-            time.sleep(0.02)
-
-    writers = [threading.Thread(target=storm, daemon=True) for _ in range(2)]
-    for writer in writers:
-        writer.start()
+    storm = proxy.add(fault_proxy.Rule("PUT", r"/oomrecommendations/deployment-web/status$", fault_proxy.Fail(409)))
     started = time.monotonic()
-    try:
-        truth.burst(pods[1:15], threads=2)
-        time.sleep(2)
-        truth.burst(pods[15:], threads=2)
-        time.sleep(max(0.0, 10 - (time.monotonic() - started)))
-    finally:
-        stop.set()
-        for writer in writers:
-            writer.join(timeout=10)
+    truth.burst(pods[1:15], threads=2)
+    time.sleep(2)
+    truth.burst(pods[15:], threads=2)
+    time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+    proxy.clear()
     ended = time.monotonic()
     recovery = s.recovery(truth, ended=ended)
     s.quiet()
     count = s.counted()
     result = s.report(
-        "conflict-storm", "409 storm: another writer changes the recommendation 50×/s for 10 s during a burst",
+        "conflict-storm", "409 storm: every status write answered 409 Conflict for 10 s during a burst",
         truth=truth, total=count.total, records=count.records, watch=watch,
         patched=(watch.limit() or 0) > 256 * MI, patch_basis="by the end",
         recovery_s=recovery, recovery_basis="from the storm's end until every kill is counted",
-        notes=[f"{writes[0]} conflicting writes in {ended - started:.1f}s"],
+        notes=[f"{storm.matched} status writes answered 409 in {ended - started:.1f}s"],
     )
     assert not result.failures, result.message()
 
