@@ -92,16 +92,16 @@ class Scenario:
     # ---- building the scene ----
 
     def operator(self, *, env: dict[str, str] | None = None, name: str = "operator", kubeconfig: str | None = None,
-                 command: tuple[str, ...] | None = None, start: bool = True) -> OperatorProcess:
-        """`oomtuner run` on this scenario's namespace only, standalone unless `command` says otherwise."""
+                 command: tuple[str, ...] | None = None) -> OperatorProcess:
+        """`oomtuner run` on this scenario's namespace only, standalone unless `command` says otherwise;
+        started, and stopped when the scenario ends."""
         op = OperatorProcess(
             kubeconfig=kubeconfig or self.kubeconfig, log_dir=self.log_dir, name=name,
             extra_env={"OOMTUNER_COOLDOWN": "1h", **(env or {})},
             command=command or ("-m", "oomtuner", "run", "--standalone", "--namespace", self.namespace),
         )
         self.operators.append(op)
-        if start:
-            op.start()
+        op.start()
         return op
 
     def policy(self, *, mode: str = "Auto", cooldown: str = "1h", name: str = "policy") -> None:
