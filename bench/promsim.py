@@ -42,6 +42,7 @@ from typing import Any
 
 from oomtuner import config
 from oomtuner.domain import duration, kills, recommend, settle
+from oomtuner.prom import promql
 from oomtuner.prom import usage as prom_usage
 
 NAMESPACE = "bench"
@@ -53,7 +54,7 @@ NO_SAMPLE = -1
 # pod-template-hash and generateName suffixes use these characters (k8s.io/apimachinery util/rand).
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _LOOKBACK_AND_STEP = re.compile(r"\[(\d+)s:(\d+)s\]")
-_WINDOW = re.compile(r"max_over_time\(" + prom_usage.WORKING_SET + r"\{.*\}\[(\d+)s\]\)")
+_WINDOW = re.compile(r"max_over_time\(" + promql.WORKING_SET + r"\{.*\}\[(\d+)s\]\)")
 _PODS = re.compile(r'pod=~("(?:[^"\\]|\\.)*")')
 
 
@@ -163,7 +164,7 @@ class Prometheus:
 
 
 def _stat(name: str, value: float, at: float) -> dict[str, Any]:
-    return {"metric": {"container": CONTAINER, prom_usage.STAT_LABEL: name}, "value": [at, repr(float(value))]}
+    return {"metric": {"container": CONTAINER, promql.STAT_LABEL: name}, "value": [at, repr(float(value))]}
 
 
 def _quantile(q: float, values: Sequence[float]) -> float:

@@ -85,6 +85,7 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import promsim, traces, vpasim  # noqa: E402
+
 from oomtuner.api import policy, recommendation, types  # noqa: E402
 from oomtuner.domain import duration, kills, recommend, settle  # noqa: E402
 

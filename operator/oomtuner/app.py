@@ -60,7 +60,7 @@ class App:
                                           monotonic=monotonic)
         self.recommendations = recommendations.Recommendations(client)
         self.caps = caps.Caps(client, nodes=self.nodes)
-        self.recompute = recompute.Recompute(usage=source, caps=self.caps)
+        self.recompute = recompute.Recompute(usage=source, caps=self.caps, memory_bound=self.nodes.largest_capacity)
         self.culprits = culprits.Culprits(client, settings=settings, usage=source, nodes=self.nodes,
                                           policies=self.policies, recommendations=self.recommendations,
                                           recompute=self.recompute, announcer=self.announcer, clock=clock)

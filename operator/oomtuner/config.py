@@ -14,7 +14,7 @@ from typing import Mapping
 import pydantic
 
 from oomtuner.api import types
-from oomtuner.domain import redaction
+from oomtuner.domain import quantity, redaction
 
 PREFIX = "OOMTUNER_"
 
@@ -50,7 +50,12 @@ class Settings(pydantic.BaseModel):
         default=None, description="CA bundle that signs Prometheus' TLS certificate (OOMTUNER_PROMETHEUS_CA_FILE)."
     )
     prometheus_timeout: str = pydantic.Field(
-        default="5s", pattern=types.DURATION_PATTERN, description="Timeout of one Prometheus query (OOMTUNER_PROMETHEUS_TIMEOUT)."
+        default="5s", pattern=types.DURATION_PATTERN,
+        description="Bound of one whole Prometheus query, from the connect to the last byte (OOMTUNER_PROMETHEUS_TIMEOUT).",
+    )
+    prometheus_max_response: str = pydantic.Field(
+        default="16Mi", pattern=types.QUANTITY_PATTERN,
+        description="Largest Prometheus answer read; a larger one is refused before it is parsed (OOMTUNER_PROMETHEUS_MAX_RESPONSE).",
     )
     prometheus_backoff: str = pydantic.Field(
         default="30s", pattern=types.DURATION_PATTERN,
@@ -94,7 +99,6 @@ class Settings(pydantic.BaseModel):
     priority: int = pydantic.Field(default=0, description="kopf peering priority; give each replica its own (OOMTUNER_PRIORITY).")
     field_manager: str = pydantic.Field(default="oomtuner", description="Server-side apply field manager.")
 
-
     @pydantic.field_validator("metrics_address", "liveness_address")
     @classmethod
     def _ip_address(cls, value: str) -> str:
@@ -102,6 +106,13 @@ class Settings(pydantic.BaseModel):
             return str(ipaddress.ip_address(value))
         except ValueError:
             raise ValueError(f"an IP address to listen on, like 0.0.0.0, :: or 10.0.0.7, not {value!r}") from None
+
+    @pydantic.field_validator("prometheus_max_response")
+    @classmethod
+    def _some_bytes(cls, value: str) -> str:
+        if quantity.parse_bytes(value) < 1024:
+            raise ValueError("must be at least 1Ki: no Prometheus answer is smaller")
+        return value
 
 
 def url_host(address: str) -> str:

@@ -34,7 +34,8 @@ def on_node(
         # Without Prometheus nothing is measured: the node's pods need not be read.
         pods = [] if isinstance(source, prom_usage.Disabled) else owners.pods_on_node(
             client, node=node, namespaces=namespaces)
-        query = prom_usage.NodeQuery(node=node, pods=tuple((p.metadata.namespace or "", p.metadata.name) for p in pods), at=at)
+        query = prom_usage.NodeQuery(node=node, pods=tuple((p.metadata.namespace or "", p.metadata.name) for p in pods),
+                                     at=at, memory_bound=capacity)
         answer = source.node_usage(query)
         if not answer.ok:
             return classify.no_culprit(f"no usage data: {answer.message}")

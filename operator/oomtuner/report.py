@@ -6,7 +6,7 @@ known, else the request) over node capacity × 1000, plus oom_score_adj.
 
 Usage is each container's working set *now* (its latest sample: at most Prometheus' lookback delta,
 5m by default, old), read from Prometheus in a few bounded instant queries
-(`prom.usage.current_queries`). Now, not a peak over a window: the kernel compares what each process
+(`prom.promql.current_queries`). Now, not a peak over a window: the kernel compares what each process
 holds at the moment memory runs out, and a recent peak would rank a container by memory it has given
 back, or a container that restarted after a kill by its previous life. Without Prometheus, or when it
 fails or has no data, the ranking is by memory request, and `ranking` in the result says so.
@@ -23,6 +23,7 @@ from oomtuner import culprits
 from oomtuner.api import core, types
 from oomtuner.domain import classify, evidence, kills, qos, quantity, redaction, timestamps
 from oomtuner.kube import api, owners
+from oomtuner.prom import promql
 from oomtuner.prom import usage as prom_usage
 
 # The events a node OOM is posted as are on the Node.
@@ -153,7 +154,8 @@ def next_victims(
     pod), ranked by their working set at `at` from `usage` (default: none) or their request; and
     `ranking`'s account of what they are ranked by."""
     source = usage if usage is not None else prom_usage.Disabled()
-    measured = source.current_usage(sorted({(p.metadata.namespace or "", p.metadata.name) for _, _, p in placed}), at=at)
+    measured = source.current_usage(sorted({(p.metadata.namespace or "", p.metadata.name) for _, _, p in placed}), at=at,
+                                    memory_bound=max((c for c in nodes.values() if c), default=None))
     by_pod = qos.usage_by_pod(measured.usage) if measured.ok else {}
     per_node: dict[str, list[qos.VictimCandidate]] = collections.defaultdict(list)
     for node, on_node, pod in placed:
@@ -237,7 +239,7 @@ def ranking(
     elif measured.outcome == prom_usage.Outcome.NOT_CONFIGURED:
         message = "by memory request: no Prometheus is configured (--prometheus-url or OOMTUNER_PROMETHEUS_URL)"
     elif measured.ok:
-        message = f"by memory request: Prometheus at {prometheus} has no {prom_usage.WORKING_SET} for these containers"
+        message = f"by memory request: Prometheus at {prometheus} has no {promql.WORKING_SET} for these containers"
     else:
         message = f"by memory request: {measured.message}"
     return {"basis": "usage" if with_usage else "request", "prometheus": prometheus,

@@ -87,12 +87,17 @@ def _established(kube: api.Client, name: str) -> bool:
 
 
 class OperatorProcess:
-    """`oomtuner run` as a child process, with its log in a file."""
+    """`oomtuner run` as a child process, with its log in a file. `command` is what follows the
+    Python interpreter (the fault suite runs replicas with peering, or through a wrapper)."""
 
-    def __init__(self, *, kubeconfig: str, log_dir: pathlib.Path, extra_env: dict[str, str] | None = None):
+    STANDALONE = ("-m", "oomtuner", "run", "--standalone", "--all-namespaces")
+
+    def __init__(self, *, kubeconfig: str, log_dir: pathlib.Path, extra_env: dict[str, str] | None = None,
+                 command: tuple[str, ...] = STANDALONE, name: str = "operator"):
         self.kubeconfig = kubeconfig
-        self.log_path = log_dir / "operator.log"
+        self.log_path = log_dir / f"{name}.log"
         self.extra_env = extra_env or {}
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.liveness_port = 0
@@ -106,7 +111,7 @@ class OperatorProcess:
             log.write(f"\n==== start #{self.starts + 1} at {datetime.datetime.now().isoformat()} ====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oomtuner", "run", "--standalone", "--all-namespaces",
+                [sys.executable, *self.command,
                  "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
             )
@@ -136,6 +141,13 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush, as when a node dies or the OOM killer takes the operator."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:

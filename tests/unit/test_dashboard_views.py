@@ -12,6 +12,7 @@ import pytest
 
 from oomtuner.api import recommendation
 from oomtuner.dashboard import cache, history, views, workload
+from oomtuner.prom import promql
 from oomtuner.prom import usage as prom_usage
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -162,12 +163,12 @@ def test_the_ledger_is_newest_first_with_culprits_in_words() -> None:
 
 
 def test_the_working_set_query_reads_the_workloads_pods_by_name() -> None:
-    promql = history.query(namespace="shop", kind="Deployment", name="web", containers=["app", "side-car"],
+    text = history.query(namespace="shop", kind="Deployment", name="web", containers=["app", "side-car"],
                            step=datetime.timedelta(seconds=30))
-    assert promql.startswith("max by (container) (max_over_time(container_memory_working_set_bytes{")
-    assert 'namespace="shop"' in promql and "[60s]" in promql  # the window is at least a minute
-    assert f'pod=~"{prom_usage.pod_pattern("Deployment", "web")}"'.replace("\\", "\\\\") in promql
-    assert 'container=~"app|side\\\\-car"' in promql
+    assert text.startswith("max by (container) (max_over_time(container_memory_working_set_bytes{")
+    assert 'namespace="shop"' in text and "[60s]" in text  # the window is at least a minute
+    assert f'pod=~"{promql.pod_pattern("Deployment", "web")}"'.replace("\\", "\\\\") in text
+    assert 'container=~"app|side\\\\-car"' in text
 
 
 def test_the_answer_keeps_finite_values_per_container() -> None:

@@ -2,15 +2,15 @@
 how it degrades when Prometheus is down, slow, failing, empty or answers nonsense.
 
 Real: prometheus-api-client and requests, over HTTP to a small fake Prometheus in this process that
-answers what each test tells it (a real Prometheus is in tests/e2e/test_prometheus.py). Real
+answers what each test tells it, slowly, by the byte, with garbage or with more than anyone should
+read (`tests.fake_prometheus`; a real Prometheus is in tests/e2e/test_prometheus.py). Real
 `prom.metrics` counter. The clock of the circuit breaker is faked where a test needs time to pass.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime
-import http.server
 import json
 import re
 import threading
@@ -24,7 +24,8 @@ import pytest
 from oomtuner import config
 from oomtuner.api import types
 from oomtuner.domain import kills
-from oomtuner.prom import metrics, usage
+from oomtuner.prom import bounded, metrics, promql, usage
+from tests.fake_prometheus import FakePrometheus
 
 MI = 1024 * 1024
 GI = 1024 * MI
@@ -60,7 +61,7 @@ def query(*found: kills.OOMKill, containers: tuple[str, ...] = ("app",), lookbac
     ("Deployment", "x" * 60, ["x" * 58 + "bcdfg"], ["y" + "x" * 60]),
 ])
 def test_pod_pattern_follows_the_controllers_naming(kind: str, name: str, matches: list[str], misses: list[str]) -> None:
-    pattern = usage.pod_pattern(kind, name)
+    pattern = promql.pod_pattern(kind, name)
     for pod in matches:
         assert re.fullmatch(pattern, pod), (pattern, pod)
     for pod in misses:
@@ -68,14 +69,14 @@ def test_pod_pattern_follows_the_controllers_naming(kind: str, name: str, matche
 
 
 def test_step_keeps_points_bounded() -> None:
-    assert usage.step_for(datetime.timedelta(days=7), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
+    assert promql.step_for(datetime.timedelta(days=7), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
         == datetime.timedelta(seconds=303)
-    assert usage.step_for(datetime.timedelta(hours=1), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
+    assert promql.step_for(datetime.timedelta(hours=1), max_points=2000, min_step=datetime.timedelta(seconds=30)) \
         == datetime.timedelta(seconds=30)
 
 
 def test_summary_query_reads_every_statistic_in_one_query() -> None:
-    text = usage.summary_query(query(containers=("app", "side")), step=datetime.timedelta(seconds=303))
+    text = promql.summary_query(query(containers=("app", "side")), step=datetime.timedelta(seconds=303))
     assert text.count(" or ") == 3
     for stat in ("peak", "p95", "restarts", "oomkilled_pods"):
         assert f'"oomtuner_stat", "{stat}"' in text
@@ -84,22 +85,22 @@ def test_summary_query_reads_every_statistic_in_one_query() -> None:
     assert "[604800s:303s]" in text and 'reason="OOMKilled"' in text
     # The regex travels inside a PromQL string: its backslashes are escaped.
     assert '\\\\.' not in text  # no dots in this name
-    assert '"a\\\\.b"' in usage.summary_query(
+    assert '"a\\\\.b"' in promql.summary_query(
         usage.Query(namespace="n", workload_kind="Pod", workload_name="a.b", containers=("c",), kills=(), lookback=datetime.timedelta(hours=1), now=NOW),
         step=datetime.timedelta(seconds=30))
 
 
 def test_slope_range_covers_the_last_two_killed_lives() -> None:
     first, second = kill(at_h=5, lived_h=3), kill(at_h=0, lived_h=4)
-    start, pods = usage.slope_range(query(first, second))  # type: ignore[misc]
+    start, pods = promql.slope_range(query(first, second))  # type: ignore[misc]
     assert start == NOW - datetime.timedelta(hours=8) and pods == ("web-7d4b9c8f6d-x2x4z",)
     # One kill: the life before it ended some other way, so the whole lookback is read.
-    start, _ = usage.slope_range(query(second, lookback_h=24))  # type: ignore[misc]
+    start, _ = promql.slope_range(query(second, lookback_h=24))  # type: ignore[misc]
     assert start == NOW - datetime.timedelta(hours=24)
     # Never before the lookback.
-    start, _ = usage.slope_range(query(kill(at_h=30, lived_h=3), second, lookback_h=24))  # type: ignore[misc]
+    start, _ = promql.slope_range(query(kill(at_h=30, lived_h=3), second, lookback_h=24))  # type: ignore[misc]
     assert start == NOW - datetime.timedelta(hours=24)
-    assert usage.slope_range(query(kill(container="other"))) is None
+    assert promql.slope_range(query(kill(container="other"))) is None
 
 
 def _row(stat: str, value: str, container: str = "app") -> dict[str, Any]:
@@ -117,10 +118,10 @@ def _leak_series(pod: str = "web-7d4b9c8f6d-x2x4z") -> list[dict[str, Any]]:
 
 
 def test_assemble_gives_usage_and_evidence() -> None:
-    stats = usage.parse_summary([_row("peak", "268435456"), _row("p95", "209715200.4"), _row("restarts", "3"),
+    stats = promql.parse_summary([_row("peak", "268435456"), _row("p95", "209715200.4"), _row("restarts", "3"),
                                  _row("oomkilled_pods", "1"), _row("p95", "NaN", "side")])
     q = query(kill(at_h=0, lived_h=2))
-    history = usage.assemble(q, stats=stats, series=usage.parse_series(_leak_series()),
+    history = promql.assemble(q, stats=stats, series=promql.parse_series(_leak_series()),
                              max_gap=datetime.timedelta(minutes=10), source="Prometheus")
     assert history.ok and history.data_source == "prometheus (7d)"
     app = history.usage["app"]
@@ -132,11 +133,11 @@ def test_assemble_gives_usage_and_evidence() -> None:
 
 
 def test_assemble_without_series_is_no_data_and_partial_data_says_what_is_missing() -> None:
-    history = usage.assemble(query(containers=("app",)), stats={}, series={}, max_gap=datetime.timedelta(minutes=10),
+    history = promql.assemble(query(containers=("app",)), stats={}, series={}, max_gap=datetime.timedelta(minutes=10),
                              source="Prometheus")
     assert history.outcome == usage.Outcome.NO_DATA and not history.ok and history.data_source == "kills"
     assert "no container_memory_working_set_bytes for app" in history.message and "kills alone" in history.message
-    history = usage.assemble(query(containers=("app", "side")), stats={"app": {"peak": 1.0 * MI}}, series={},
+    history = promql.assemble(query(containers=("app", "side")), stats={"app": {"peak": 1.0 * MI}}, series={},
                              max_gap=datetime.timedelta(minutes=10), source="Prometheus")
     assert history.ok and set(history.usage) == {"app"} and "no container_memory_working_set_bytes for side" in history.message
     assert history.usage["app"].slope_bytes_per_s is None and "no life longer than 1h" in history.message
@@ -144,7 +145,7 @@ def test_assemble_without_series_is_no_data_and_partial_data_says_what_is_missin
 
 def test_parse_rejects_malformed_answers() -> None:
     with pytest.raises((KeyError, TypeError, IndexError)):
-        usage.parse_summary([{"metric": {}}])
+        promql.parse_summary([{"metric": {}}])
 
 
 def test_breaker_opens_for_the_backoff_then_lets_one_probe_through() -> None:
@@ -181,55 +182,9 @@ def test_disabled_source_and_settings() -> None:
 # ---- against a fake Prometheus over HTTP -------------------------------------------------------------
 
 
-class FakePrometheus:
-    """Answers /api/v1/query and /api/v1/query_range as told; records what it was asked."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        self.status = 200
-        self.delay = 0.0
-        self.body: Any = None
-        self.summary: list[dict[str, Any]] = [_row("peak", str(300 * MI)), _row("p95", str(250 * MI))]
-        self.series: list[dict[str, Any]] = _leak_series()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                parsed = urllib.parse.urlparse(self.path)
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
-                fake.requests.append((parsed.path, params, dict(self.headers)))
-                if fake.delay:
-                    time.sleep(fake.delay)
-                result = fake.summary if parsed.path.endswith("/query") else fake.series
-                body = fake.body if fake.body is not None else {"status": "success", "data": {"result": result}}
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
-                with contextlib.suppress(OSError):
-                    self.send_response(fake.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake() -> Iterator[FakePrometheus]:
-    server = FakePrometheus()
+    server = FakePrometheus(summary=[_row("peak", str(300 * MI)), _row("p95", str(250 * MI))], series=_leak_series())
     yield server
     server.close()
 
@@ -386,7 +341,7 @@ def _node_row(namespace: str, pod: str, container: str, value: str) -> dict[str,
 
 
 def test_node_query_reads_the_pods_on_the_node_by_namespace_and_name() -> None:
-    text = usage.node_query(node_q())
+    text = promql.node_query(node_q())
     assert text.count(" or ") == 1  # one term per namespace
     assert 'namespace="ops",pod=~"agent-x2x4z",container!="",container!="POD"' in text
     assert 'namespace="shop",pod=~"a\\\\.b|web-0"' in text  # escaped, inside a PromQL string
@@ -398,9 +353,9 @@ def test_parse_node_usage_keeps_the_asked_pods_and_the_highest_value() -> None:
     rows = [_node_row("shop", "web-0", "app", "104857600.2"), _node_row("shop", "web-0", "app", "1"),
             _node_row("ops", "web-0", "app", "999"),  # same name, other namespace: not on the node
             _node_row("shop", "web-0", "", "5"), _node_row("shop", "a.b", "side", "NaN")]
-    assert usage.parse_node_usage(rows, pods=[("shop", "web-0"), ("shop", "a.b")]) == {("shop", "web-0", "app"): 100 * MI + 1}
+    assert promql.parse_node_usage(rows, pods=[("shop", "web-0"), ("shop", "a.b")]) == {("shop", "web-0", "app"): 100 * MI + 1}
     with pytest.raises(KeyError):
-        usage.parse_node_usage([{"metric": {}}], pods=[])
+        promql.parse_node_usage([{"metric": {}}], pods=[])
 
 
 def test_node_usage_from_prometheus_at_the_kill(fake: FakePrometheus) -> None:
@@ -434,7 +389,7 @@ def test_node_usage_goes_through_the_breaker_and_the_failure_counter(fake: FakeP
 
 
 def test_current_queries_read_the_latest_sample_per_namespace_in_one_query() -> None:
-    (text,) = usage.current_queries([("shop", "web-0"), ("shop", "a.b"), ("ops", "agent-x2x4z"), ("shop", "web-0")])
+    (text,) = promql.current_queries([("shop", "web-0"), ("shop", "a.b"), ("ops", "agent-x2x4z"), ("shop", "web-0")])
     assert text == (
         'max by (namespace, pod, container) (container_memory_working_set_bytes'
         '{namespace="ops",pod=~"agent-x2x4z",container!="",container!="POD"}) or '
@@ -442,7 +397,7 @@ def test_current_queries_read_the_latest_sample_per_namespace_in_one_query() -> 
         '{namespace="shop",pod=~"a\\\\.b|web-0",container!="",container!="POD"})'
     )
     assert "max_over_time" not in text  # now, not a peak over a window
-    assert usage.current_queries([]) == []
+    assert promql.current_queries([]) == []
 
 
 def _pods_in(queries: list[str]) -> list[tuple[str, str]]:
@@ -453,36 +408,36 @@ def _pods_in(queries: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("max_chars", [300, 1000, usage.MAX_QUERY_CHARS])
+@pytest.mark.parametrize("max_chars", [300, 1000, promql.MAX_QUERY_CHARS])
 def test_current_queries_stay_within_the_bound_and_ask_for_every_pod_once(max_chars: int) -> None:
     pods = [("shop", f"web-7d4b9c8f6d-{i:05d}") for i in range(400)] + [("ops", f"agent.{i}") for i in range(30)]
     pods += [("a" * 63, "p" * 253)]  # the longest names Kubernetes allows
-    queries = usage.current_queries(pods, max_chars=max_chars)
+    queries = promql.current_queries(pods, max_chars=max_chars)
     assert sorted(_pods_in(queries)) == sorted(pods)
     lengths = {q: len(urllib.parse.quote_plus(q)) for q in queries}
     # Within the bound, except the query of the one pod whose term alone is longer.
     assert [q for q in queries if lengths[q] > max_chars] == ([] if max_chars > 600 else [q for q in queries if "a" * 63 in q])
     # Packed: no query but the last has room left for even a new term with one pod.
-    one_pod = len(urllib.parse.quote_plus(usage.current_queries([("shop", "web-7d4b9c8f6d-00000")])[0] + " or "))
+    one_pod = len(urllib.parse.quote_plus(promql.current_queries([("shop", "web-7d4b9c8f6d-00000")])[0] + " or "))
     assert all(lengths[q] > max_chars - one_pod for q in queries[:-1])
-    if max_chars == usage.MAX_QUERY_CHARS:
+    if max_chars == promql.MAX_QUERY_CHARS:
         assert len(queries) == 2
 
 
 def test_a_pod_too_long_for_the_bound_still_gets_its_own_query() -> None:
-    assert _pods_in(usage.current_queries([("shop", "a-very-long-pod-name"), ("shop", "b")], max_chars=10)) == [
+    assert _pods_in(promql.current_queries([("shop", "a-very-long-pod-name"), ("shop", "b")], max_chars=10)) == [
         ("shop", "a-very-long-pod-name"), ("shop", "b")]
 
 
 def test_current_usage_packs_the_pods_into_few_queries_at_one_time(fake: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(usage, "MAX_QUERY_CHARS", 400)
+    monkeypatch.setattr(promql, "MAX_QUERY_CHARS", 400)
     pods = [("shop", f"web-{i}") for i in range(20)] + [("ops", "agent-x2x4z")]
     fake.summary = [_node_row("shop", "web-3", "app", str(GI)), _node_row("ops", "agent-x2x4z", "agent", str(10 * MI)),
                     _node_row("shop", "gone", "app", "1")]
     found = source(fake.url).current_usage(pods, at=NOW)
     assert found.ok and found.usage == {("shop", "web-3", "app"): GI, ("ops", "agent-x2x4z", "agent"): 10 * MI}
     assert found.message == f"working set now, from Prometheus at {fake.url}"
-    assert len(fake.requests) == len(usage.current_queries(pods)) > 1
+    assert len(fake.requests) == len(promql.current_queries(pods)) > 1
     assert {params["time"] for _path, params, _headers in fake.requests} == {f"{NOW.timestamp():.3f}"}
     assert all(path == "/api/v1/query" and params["timeout"] == "1s" for path, params, _headers in fake.requests)
     fake.summary = []
@@ -493,7 +448,7 @@ def test_current_usage_packs_the_pods_into_few_queries_at_one_time(fake: FakePro
 
 
 def test_current_usage_fails_as_a_whole_through_the_breaker(fake: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(usage, "MAX_QUERY_CHARS", 400)
+    monkeypatch.setattr(promql, "MAX_QUERY_CHARS", 400)
     fake.status, fake.body = 503, {"status": "error"}
     before = failures()
     failed = source(fake.url).current_usage([("shop", f"web-{i}") for i in range(20)], at=NOW)
@@ -511,15 +466,15 @@ def since_query(hours: float = 26, containers: tuple[str, ...] = ("app",)) -> us
 
 
 def test_since_range_starts_one_window_after_the_raise_with_a_bounded_step() -> None:
-    start, step = usage.since_range(since_query(26), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
+    start, step = promql.since_range(since_query(26), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
     # The first point's window (the step, at least a minute) starts at the raise.
     assert step == datetime.timedelta(seconds=47) and start == NOW - datetime.timedelta(hours=26, minutes=-1)
-    start, step = usage.since_range(since_query(1), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
+    start, step = promql.since_range(since_query(1), max_points=2000, min_step=datetime.timedelta(seconds=30)) or (None, None)
     assert step == datetime.timedelta(seconds=30) and start == NOW - datetime.timedelta(hours=1) + datetime.timedelta(minutes=1)
-    assert usage.since_range(since_query(0.01), max_points=2000, min_step=datetime.timedelta(seconds=30)) is None
-    text = usage.since_query(since_query(), step=datetime.timedelta(seconds=47))
+    assert promql.since_range(since_query(0.01), max_points=2000, min_step=datetime.timedelta(seconds=30)) is None
+    text = promql.since_query(since_query(), step=datetime.timedelta(seconds=47))
     assert text.startswith("max by (container, pod, id) (max_over_time(container_memory_working_set_bytes{")
-    assert f'pod=~"{usage.pod_pattern("Deployment", "web")}"' in text and text.endswith("[60s]))")
+    assert f'pod=~"{promql.pod_pattern("Deployment", "web")}"' in text and text.endswith("[60s]))")
 
 
 def test_since_raise_reads_every_pod_of_the_workload_in_one_range_query(fake: FakePrometheus) -> None:
@@ -552,3 +507,141 @@ def test_since_raise_without_data_or_prometheus_says_why(fake: FakePrometheus) -
     assert failures() == before + 1
     off = usage.Disabled().since_raise(since_query())
     assert off.outcome == usage.Outcome.NOT_CONFIGURED and "settle needs usage history" in off.message
+
+
+# ---- bounds: the whole query within the timeout, answers within a size, values that can be memory ----
+
+
+def test_a_drip_of_bytes_is_cut_at_the_timeout_of_the_whole_query(fake: FakePrometheus) -> None:
+    # Every byte comes well within a read timeout of 1s, so only a bound on the whole query ends it.
+    fake.drip = 0.25
+    started = time.monotonic()
+    history = source(fake.url, timeout=1.0).history(query())
+    took = time.monotonic() - started
+    assert history.outcome == usage.Outcome.UNAVAILABLE and history.data_source == "kills"
+    assert "DeadlineExceeded: timed out: no complete answer within 1s" in history.message
+    assert 0.9 < took < 1.6, took
+    assert 0 < fake.sent < 10  # a few bytes of the body, then the connection was shut
+
+
+def test_a_drip_of_the_status_line_and_headers_is_cut_too(fake: FakePrometheus) -> None:
+    fake.drip, fake.drip_head = 0.2, True
+    started = time.monotonic()
+    history = source(fake.url, timeout=0.8).history(query())
+    assert time.monotonic() - started < 1.4
+    assert "DeadlineExceeded" in history.message and fake.sent < 8
+
+
+def test_the_deadline_spares_a_kept_alive_connection_and_leaves_no_thread(fake: FakePrometheus) -> None:
+    session = bounded.Session(timeout=0.5, max_bytes=1 << 20)
+    before = threading.active_count()
+    for _ in range(20):  # each well within its deadline, over one kept-alive connection
+        assert session.get(f"{fake.url}/api/v1/query").json()["status"] == "success"
+    time.sleep(0.7)  # past every deadline: a timer left behind would now shut the reused socket
+    assert session.get(f"{fake.url}/api/v1/query").status_code == 200
+    assert threading.active_count() <= before + 1  # the server's one connection thread, no timers
+    fake.delay = 2
+    started = time.monotonic()
+    with pytest.raises(bounded.DeadlineExceeded):
+        session.get(f"{fake.url}/api/v1/query")
+    assert time.monotonic() - started < 1.0
+    fake.delay = 0
+    assert session.get(f"{fake.url}/api/v1/query").status_code == 200  # a fresh connection after that
+
+
+def test_a_huge_answer_is_refused_from_its_content_length_unread(fake: FakePrometheus) -> None:
+    fake.declared = 200 * MI
+    before = failures()
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE
+    assert "AnswerTooLarge: answer of 200Mi refused unread: more than the 16Mi allowed" in history.message
+    assert failures() == before + 1
+    assert fake.sent < 32 * MI  # what the socket buffers took before the client closed it, not 200Mi
+
+
+def test_a_huge_answer_without_a_length_is_refused_as_soon_as_it_passes_the_bound(fake: FakePrometheus) -> None:
+    fake.stream_bytes = 200 * MI
+    history = source(fake.url, max_response=1 * MI).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE
+    assert "AnswerTooLarge: answer refused after 1" in history.message and "more than the 1Mi allowed" in history.message
+    assert fake.sent < 32 * MI
+
+
+def test_the_bound_is_on_the_decoded_answer_not_on_the_compressed_one(fake: FakePrometheus) -> None:
+    rows = [_row("peak", str(300 * MI), container=f"c{i:06d}") for i in range(30_000)]  # ~2.5Mi of JSON
+    fake.body, fake.gzip = {"status": "success", "data": {"result": rows}}, True
+    history = source(fake.url, max_response=1 * MI).history(query())
+    assert "AnswerTooLarge: answer refused after" in history.message
+    fake.body, fake.summary = None, rows[:100] + [_row("peak", str(300 * MI))]
+    assert source(fake.url, max_response=1 * MI).history(query()).ok  # the same encoding, within the bound
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "JSONDecodeError"),
+    ('{"status": "success", "data": {"result": [', "JSONDecodeError"),  # cut short
+    ("<html><body>502 Bad Gateway</body></html>", "JSONDecodeError"),
+    ({"status": "success", "data": {"result": [{"metric": {"container": "app"}, "value": "x"}]}}, "IndexError"),
+])
+def test_garbage_is_a_failed_query(fake: FakePrometheus, body: Any, expected: str) -> None:
+    fake.body = body
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.UNAVAILABLE and expected in history.message
+
+
+def test_the_max_response_setting() -> None:
+    settings = config.from_environ({"OOMTUNER_PROMETHEUS_URL": "http://prom:9090", "OOMTUNER_PROMETHEUS_MAX_RESPONSE": "64Mi"})
+    src = usage.from_settings(settings)
+    assert isinstance(src, usage.PrometheusUsage) and src.max_response == 64 * MI
+    assert config.Settings().prometheus_max_response == "16Mi"
+    for bad in ("lots", "-1Mi", "10"):
+        with pytest.raises(config.SettingsError, match="OOMTUNER_PROMETHEUS_MAX_RESPONSE"):
+            config.from_environ({"OOMTUNER_PROMETHEUS_MAX_RESPONSE": bad})
+
+
+@pytest.mark.parametrize(("raw", "bound", "why"), [
+    ("NaN", None, "not a number"),
+    ("n/a", None, "not a number"),
+    ("+Inf", None, "infinite"),
+    ("-1", None, "negative"),
+    (str(2**51), None, "above 1Pi, more than any machine has"),
+    (str(17 * GI), 16 * GI, "above the largest node's memory capacity (16Gi)"),
+])
+def test_values_that_cannot_be_memory_are_discarded_with_the_reason(raw: str, bound: int | None, why: str) -> None:
+    sort = promql.Discarded(bound=bound)
+    assert sort.memory(raw) is None
+    assert sort.sentence() == f"discarded 1 value(s) that cannot be memory: 1 {why}"
+    assert sort.memory("0") == 0.0 and sort.memory(str(16 * GI if bound else 2**50)) is not None
+    assert promql.Discarded().sentence() == ""
+
+
+def test_a_peak_that_cannot_be_memory_is_not_used_and_the_history_says_why(fake: FakePrometheus) -> None:
+    fake.summary = [_row("peak", "-268435456"), _row("p95", "NaN")]
+    history = source(fake.url).history(query())
+    assert history.outcome == usage.Outcome.NO_DATA and not history.usage and history.data_source == "kills"
+    assert history.discarded == "discarded 2 value(s) that cannot be memory: 1 negative, 1 not a number"
+    assert history.message.endswith(f"; {history.discarded}; computed from the kills alone")
+    assert len(fake.requests) == 1  # no slope query without a peak
+
+
+def test_values_above_the_largest_node_are_discarded_and_the_rest_is_used(fake: FakePrometheus) -> None:
+    fake.summary = [_row("peak", str(300 * MI)), _row("p95", str(64 * GI)), _row("restarts", "3")]
+    series = _leak_series()
+    series[0]["values"][5][1] = "+Inf"
+    series[1]["values"][7][1] = str(64 * GI)
+    fake.series = series
+    history = source(fake.url).history(dataclasses.replace(query(kill(at_h=0, lived_h=2)), memory_bound=32 * GI))
+    assert history.ok and history.usage["app"].peak == 300 * MI and history.usage["app"].p95 is None
+    assert history.usage["app"].slope_bytes_per_s  # the lives still grew steadily without the two bad points
+    assert history.discarded == ("discarded 3 value(s) that cannot be memory: "
+                                 "2 above the largest node's memory capacity (32Gi), 1 infinite")
+    assert history.message.endswith(f"; {history.discarded}")
+
+
+def test_the_culprit_lookup_discards_values_above_the_nodes_capacity(fake: FakePrometheus) -> None:
+    fake.summary = [_node_row("shop", "web-0", "app", str(20 * GI)), _node_row("ops", "agent-x2x4z", "agent", str(10 * MI))]
+    found = source(fake.url).node_usage(dataclasses.replace(node_q(), memory_bound=16 * GI))
+    assert found.ok and found.usage == {("ops", "agent-x2x4z", "agent"): 10 * MI}
+    assert found.discarded == "discarded 1 value(s) that cannot be memory: 1 above node n1's memory capacity (16Gi)"
+    assert found.message.endswith(f"({found.discarded})")
+    now = source(fake.url).current_usage([("shop", "web-0")], at=NOW, memory_bound=16 * GI)
+    assert now.outcome == usage.Outcome.NO_DATA and "1 above the largest node's memory capacity (16Gi)" in now.message

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from oomtuner import cli, report
 from oomtuner.prom import usage
-from tests.unit.test_prom_usage import FakePrometheus, _node_row, fake  # noqa: F401
+from tests.fake_prometheus import FakePrometheus
+from tests.unit.test_prom_usage import _node_row, fake  # noqa: F401
 
 MI = 1024 * 1024
 GI = 1024 * MI
@@ -54,6 +55,7 @@ class Source:
     def __init__(self, answer: usage.NodeUsage):
         self.answer = answer
         self.asked: list[tuple[list[tuple[str, str]], datetime.datetime]] = []
+        self.bounds: list[int | None] = []
 
     def history(self, query: usage.Query) -> usage.History:
         return usage.NOT_CONFIGURED
@@ -61,8 +63,9 @@ class Source:
     def node_usage(self, query: usage.NodeQuery) -> usage.NodeUsage:
         return usage.NodeUsage(outcome=usage.Outcome.NO_DATA, message="")
 
-    def current_usage(self, pods: Any, *, at: datetime.datetime) -> usage.NodeUsage:
+    def current_usage(self, pods: Any, *, at: datetime.datetime, memory_bound: int | None = None) -> usage.NodeUsage:
         self.asked.append((list(pods), at))
+        self.bounds.append(memory_bound)
         return self.answer
 
 
@@ -89,6 +92,7 @@ def test_with_usage_the_biggest_user_comes_first_and_each_entry_says_its_basis()
     }
     # One lookup, for every pod that can be ranked, at the report's time.
     assert source.asked == [([("ops", "agent"), ("shop", "big"), ("shop", "greedy"), ("shop", "quiet")], NOW)]
+    assert source.bounds == [16 * GI]  # no working set above the largest node's memory is believed
     assert report.warning(result) is None
     table = report.render_table(result)
     assert f"Next victims ranked by working set now, from Prometheus at {URL}, for 3 of 4 container(s);" in table

@@ -15,7 +15,6 @@ LIMITS = {"module": 400, "class": 200, "function": 60}
 # What is over its limit today, and how big it is. Only shrink these numbers.
 ALLOWED = {
     "module domain/recommend.py": 574,
-    "module prom/usage.py": 684,
     "function domain/recommend.py:recommend_container": 164,
     "function domain/recommend.py:_node_bump": 65,
 }

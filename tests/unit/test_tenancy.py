@@ -115,7 +115,7 @@ class Prometheus:
         found = {k: v for k, v in USAGE.items() if (k[0], k[1]) in set(query.pods)}
         return usage.NodeUsage(outcome=usage.Outcome.USED, usage=found, message=BASIS)
 
-    def current_usage(self, pods: Any, *, at: datetime.datetime) -> usage.NodeUsage:
+    def current_usage(self, pods: Any, *, at: datetime.datetime, memory_bound: int | None = None) -> usage.NodeUsage:
         return usage.NodeUsage(outcome=usage.Outcome.NO_DATA, message="none")
 
 

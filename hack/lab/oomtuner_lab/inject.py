@@ -74,6 +74,25 @@ def oom_kill(
     The patch carries the pod's resourceVersion, so a concurrent writer makes it fail with 409
     rather than lose an update; it is retried a few times.
     """
+    return oom_kill_containers(
+        core_v1, namespace=namespace, pod=pod, containers=[container], container_kind=container_kind,
+        at=at, exit_code=exit_code, reason=reason,
+    )[0]
+
+
+def oom_kill_containers(
+    core_v1: Any,
+    *,
+    namespace: str,
+    pod: str,
+    containers: list[str],
+    container_kind: ContainerKind = "container",
+    at: datetime | None = None,
+    exit_code: int = 137,
+    reason: str = "OOMKilled",
+) -> list[dict[str, Any]]:
+    """`oom_kill` of several containers of one pod in one status write, as the kubelet reports a
+    pod whose containers died together; returns their new statuses, in the order given."""
     if container_kind not in _STATUS_FIELD:
         raise ValueError(f"container_kind must be one of {sorted(_STATUS_FIELD)}")
     finished = at or datetime.now(UTC)
@@ -81,23 +100,26 @@ def oom_kill(
         obj = _raw(core_v1.read_namespaced_pod_status, pod, namespace)
         status_field = _STATUS_FIELD[container_kind]
         statuses: list[dict[str, Any]] = list(obj.get("status", {}).get(status_field) or [])
-        index = next((i for i, s in enumerate(statuses) if s.get("name") == container), None)
-        spec = next(
-            (c for c in obj["spec"].get(_SPEC_FIELD[container_kind]) or [] if c["name"] == container),
-            None,
-        )
-        if spec is None:
-            raise ValueError(f"pod {namespace}/{pod} has no {_LABEL[container_kind]} {container!r}")
-        if index is None:
-            if container_kind != "ephemeral":
-                raise ValueError(
-                    f"pod {namespace}/{pod} has no status for {_LABEL[container_kind]} {container!r} "
-                    f"(is it Running yet?)"
-                )
-            statuses.append({"name": container, "image": spec.get("image", ""), "restartCount": 0})
-            index = len(statuses) - 1
-        new = _killed(statuses[index], container_kind, spec, finished, exit_code, reason)
-        statuses[index] = new
+        written = []
+        for container in containers:
+            index = next((i for i, s in enumerate(statuses) if s.get("name") == container), None)
+            spec = next(
+                (c for c in obj["spec"].get(_SPEC_FIELD[container_kind]) or [] if c["name"] == container),
+                None,
+            )
+            if spec is None:
+                raise ValueError(f"pod {namespace}/{pod} has no {_LABEL[container_kind]} {container!r}")
+            if index is None:
+                if container_kind != "ephemeral":
+                    raise ValueError(
+                        f"pod {namespace}/{pod} has no status for {_LABEL[container_kind]} {container!r} "
+                        f"(is it Running yet?)"
+                    )
+                statuses.append({"name": container, "image": spec.get("image", ""), "restartCount": 0})
+                index = len(statuses) - 1
+            new = _killed(statuses[index], container_kind, spec, finished, exit_code, reason)
+            statuses[index] = new
+            written.append(new)
         patch = {
             "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
             "status": {status_field: statuses},
@@ -114,7 +136,7 @@ def oom_kill(
             if getattr(exc, "status", None) == 409 and attempt < 4:
                 continue
             raise
-        return new
+        return written
     raise AssertionError("unreachable")
 
 

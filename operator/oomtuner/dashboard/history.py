@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from oomtuner.prom import promql
 from oomtuner.prom import usage as prom_usage
 
 # Points per series the chart asks for: enough for a 1,000-pixel-wide chart.
@@ -35,26 +36,27 @@ class WorkingSet:
 
 
 def query(*, namespace: str, kind: str, name: str, containers: Sequence[str], step: datetime.timedelta) -> str:
-    window = max(step, prom_usage.MIN_POINT_WINDOW)
+    window = max(step, promql.MIN_POINT_WINDOW)
     selector = ",".join([
         f"namespace={json.dumps(namespace)}",
-        f"pod=~{json.dumps(prom_usage.pod_pattern(kind, name))}",
+        f"pod=~{json.dumps(promql.pod_pattern(kind, name))}",
         f"container=~{json.dumps('|'.join(re.escape(c) for c in containers))}",
     ])
-    return (f"max by (container) (max_over_time({prom_usage.WORKING_SET}{{{selector}}}"
+    return (f"max by (container) (max_over_time({promql.WORKING_SET}{{{selector}}}"
             f"[{math.ceil(window.total_seconds())}s]))")
 
 
 def parse(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[list[float]]]:
-    """Per container, its points with a finite value. Raises on a malformed answer (the guarded
-    query counts that as a failure)."""
+    """Per container, its points whose value can be memory (`promql.Discarded`). Raises on a
+    malformed answer (the guarded query counts that as a failure)."""
+    sort = promql.Discarded()
     found: dict[str, list[list[float]]] = {}
     for row in rows:
         points = found.setdefault(str(row["metric"].get("container", "")), [])
         for t, raw in row["values"]:
-            value = float(raw)
-            if math.isfinite(value):
-                points.append([float(t), value])
+            value = sort.memory(raw)
+            if value is not None:
+                points.append([float(t), float(value)])
     return found
 
 
@@ -65,16 +67,16 @@ def working_set(source: prom_usage.Source, *, namespace: str, kind: str, name: s
                                             "the chart shows the kills and the memory limits only.")
     if not containers:
         return WorkingSet(ok=False, message="No working set: the recommendation names no container.")
-    step = prom_usage.step_for(end - start, max_points=POINTS, min_step=min_step)
-    promql = query(namespace=namespace, kind=kind, name=name, containers=containers, step=step)
+    step = promql.step_for(end - start, max_points=POINTS, min_step=min_step)
+    text = query(namespace=namespace, kind=kind, name=name, containers=containers, step=step)
     try:
         # The client's own guarded range query: its timeout, breaker and failure counter.
-        series = source._query_range(promql, start=start, end=end, step=step, parse=parse)
+        series = source.query_range(text, start=start, end=end, step=step, parse=parse)
     except prom_usage.QueryFailed as exc:
-        return WorkingSet(ok=False, message=f"No working set: Prometheus at {source.url}: {exc}; "
+        return WorkingSet(ok=False, message=f"No working set: Prometheus at {source.shown_url}: {exc}; "
                                             "the chart shows the kills and the memory limits only.")
     if not any(series.values()):
-        return WorkingSet(ok=False, message=f"No working set: Prometheus at {source.url} has no {prom_usage.WORKING_SET} "
-                                            f"for pods {prom_usage.pod_pattern(kind, name)} in {namespace} in this range.")
+        return WorkingSet(ok=False, message=f"No working set: Prometheus at {source.shown_url} has no {promql.WORKING_SET} "
+                                            f"for pods {promql.pod_pattern(kind, name)} in {namespace} in this range.")
     return WorkingSet(ok=True, series=series,
-                      message=f"Working set: the highest of the workload's pods, from Prometheus at {source.url}.")
+                      message=f"Working set: the highest of the workload's pods, from Prometheus at {source.shown_url}.")

@@ -47,6 +47,16 @@ WARNINGS = {
 }
 
 
+# The API server refuses an Event whose message has more than 1024 bytes (Go counts bytes, so a
+# message of 1024 characters with an arrow in it is refused).
+MESSAGE_BYTES = 1024
+
+
+def _at_most(text: str, size: int) -> str:
+    """`text` cut to at most `size` bytes of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:size].decode("utf-8", errors="ignore")
+
+
 def build(
     *,
     involved: dict[str, Any],
@@ -65,7 +75,7 @@ def build(
         "metadata": {"name": name, "namespace": involved["namespace"]},
         "involvedObject": {k: v for k, v in involved.items() if v is not None},
         "reason": reason.value,
-        "message": message[:1024],
+        "message": _at_most(message, MESSAGE_BYTES),
         "type": "Warning" if reason in WARNINGS else "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,

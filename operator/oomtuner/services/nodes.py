@@ -64,6 +64,12 @@ class Nodes:
                 known = self._known.get(name)
         return known.capacity if known else None
 
+    def largest_capacity(self) -> int | None:
+        """The largest memory capacity of the nodes the watch knows: no working set can exceed it."""
+        with self._lock:
+            found = [n.capacity for n in self._known.values() if n.capacity]
+        return max(found) if found else None
+
     def largest_allocatable(self) -> int | None:
         with self._lock:
             found = [n.allocatable for n in self._known.values() if n.allocatable]

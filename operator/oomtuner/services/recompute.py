@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from oomtuner.api import policy, recommendation, types
 from oomtuner.domain import duration, ledger, status, workload
@@ -19,9 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 class Recompute:
-    def __init__(self, *, usage: prom_usage.Source, caps: caps_mod.Caps):
+    def __init__(self, *, usage: prom_usage.Source, caps: caps_mod.Caps,
+                 memory_bound: Callable[[], int | None] = lambda: None):
         self.usage = usage
         self._caps = caps
+        self._memory_bound = memory_bound  # the largest node's memory capacity: no usage value is above it
 
     def history(self, target: workload.Workload, chosen: policy.OOMPolicy | None,
                 records: Sequence[recommendation.Kill], *, now: datetime.datetime) -> prom_usage.History:
@@ -36,6 +38,7 @@ class Recompute:
             kills=tuple(known),
             lookback=lookback,
             now=now,
+            memory_bound=self._memory_bound(),
         )
         try:
             return self.usage.history(query)
