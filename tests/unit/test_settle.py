@@ -48,7 +48,7 @@ def test_it_settles_to_the_limit_at_the_last_kill_plus_the_margin_and_says_why()
     assert (found.verdict, found.limit, found.request, found.recheck_at) == (settle.Verdict.SETTLE, 1127 * MI, 1127 * MI, None)
     assert found.settles
     assert found.reason == (
-        "settled: raised to 1.5Gi 1d2h ago with no kill since; since the raise 1d2h ago (Prometheus): peak 900Mi, "
+        "settled: raised to 1.5Gi 1d2h ago with no kill since; usage since the raise (Prometheus): peak 900Mi, "
         "100% covered, not growing; limit limit at the last kill 1Gi × 1.1 = 1127Mi (rounded up to a MiB), saves 26%; "
         "request keeps its ratio to the limit: 1.5Gi → 1127Mi"
     )
