@@ -281,10 +281,10 @@ class Ours:
         decision = Decision(limit=rec.limit, request=rec.request)
         if not self.with_usage or rec.limit <= limit:
             return decision
-        # The raise takes effect in the next minute: when may it settle?
+        # The raise is patched now, and its pod starts in the next minute: when may it settle?
         raised = Change(minute=history.now + 1, limit=rec.limit, request=rec.request, by_kill=True)
         facts = self._facts(dataclasses.replace(history, changes=(*history.changes, raised)), rec.limit, rec.request)
-        early = settle.blocked(facts=facts, settings=self.settings.settle, now=_minute(raised.minute))
+        early = settle.blocked(facts=facts, settings=self.settings.settle, now=_patched_at(raised))
         return dataclasses.replace(decision, recheck=_recheck(early))
 
     def revise(self, *, limit: int, request: int, history: History) -> Decision | None:
@@ -318,14 +318,20 @@ class Ours:
             limit=limit,
             original_request=history.initial_request,
             original_limit=history.initial_limit,
-            raised_at=_minute(raised.minute) if raised else None,
-            settled_at=_minute(settled[-1].minute) if settled else None,
+            raised_at=_patched_at(raised) if raised else None,
+            settled_at=_patched_at(settled[-1]) if settled else None,
             last_kill=settle.LastKill(
                 at=_minute(last.minute, 30), limit=last.limit, request=last.request,
                 classification=types.Classification.LIMIT,
             ) if last else None,
             leak_suspected=self.leak_suspected,
         )
+
+
+def _patched_at(change: Change) -> datetime.datetime:
+    """When the operator patched the workload for `change`: at the kill or the check that decided it,
+    half a minute into the minute before the new pod's first sample."""
+    return _minute(change.minute - 1, 30)
 
 
 def _recheck(decision: settle.Decision | None) -> int | None:
@@ -435,11 +441,13 @@ class Fixed:
         return Decision(limit=fixed_bump(limit, self.percent), request=fixed_bump(request, self.percent))
 
 
-def strategies() -> list[Strategy]:
-    return [
+def strategies(names: Sequence[str] = ()) -> list[Strategy]:
+    """Fresh strategies (they keep state within one trace): all, or those named, in table order."""
+    every: list[Strategy] = [
         Ours(), Ours(name="ours-kills-only", with_usage=False), VPA(), VPA(name="vpa-target", target=True),
         VPAUpdater(), KRR(), Fixed(),
     ]
+    return [s for s in every if not names or s.name in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -795,10 +803,12 @@ def _run_one(options: dict[str, Any]) -> dict[str, Any]:
     module = options.pop("traces_module", None)
     chosen = options.get("families", traces.FAMILIES) if options.pop("families_given", False) else ()
     sweep = options.pop("sweep", {})
+    names = tuple(options.pop("strategies", ()))
     source = module_traces(module, chosen) if module else None
     variants = [*factor_variants(sweep.get("factors", ()), with_usage=sweep.get("factor_usage", True)),
                 *settle_variants(sweep.get("settle", ""))]
-    return run(**options, source=source, variants=variants, keep_outcomes=True)
+    return run(**options, source=source, variants=variants, keep_outcomes=True,
+               make_strategies=lambda: strategies(names))
 
 
 def run_seeds(*, seeds: Sequence[int], jobs: int = 1, **options: Any) -> dict[str, Any]:
@@ -949,6 +959,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--stable-days", type=int, default=DEFAULT_STABLE_DAYS)
     parser.add_argument("--families", default="", help="comma-separated subset")
+    parser.add_argument("--strategies", default="", metavar="NAME,...",
+                        help=f"run only these ({', '.join(LABELS)}); the target needs ours and {', '.join(PEERS)}")
     parser.add_argument("--traces-module", default="", metavar="PATH",
                         help="a Python file with generate_all(seed, per_family, days) returning bench.traces.Trace objects")
     parser.add_argument(
@@ -975,6 +987,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--seeds: {exc}")
     families = [f for f in args.families.split(",") if f]
+    chosen = [n for n in args.strategies.split(",") if n]
+    unknown = sorted(set(chosen) - set(LABELS))
+    if unknown:
+        parser.error(f"unknown strategies: {', '.join(unknown)}")
     if args.traces_module:
         try:
             module_traces(args.traces_module)
@@ -987,7 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, Any] = {
         "traces_per_family": args.traces_per_family, "days": args.days, "stable_days": args.stable_days,
         "families": tuple(families or traces.FAMILIES), "families_given": bool(families),
-        "traces_module": args.traces_module or None,
+        "traces_module": args.traces_module or None, "strategies": chosen,
         "sweep": {"factors": factors, "factor_usage": not args.sweep_without_usage, "settle": args.sweep_settle},
     }
     began = time.monotonic()

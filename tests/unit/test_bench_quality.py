@@ -196,8 +196,8 @@ def test_krr_simple(peak: int, limit: int, wanted: int) -> None:
 def test_strategy_bumps_after_one_limit_kill(strategy: quality.Strategy, limit: int, new_limit: int) -> None:
     decision = strategy.decide(limit=limit, request=limit, history=history(limit=limit))
     assert (decision.limit, decision.request, decision.suspected_leak) == (new_limit, new_limit, False)
-    # Only ours looks again between kills, to settle its own raise a day later (the raise at minute 120, + 1440).
-    assert decision.recheck == (120 + DAY if strategy.name == "ours" else None)
+    # Only ours looks again between kills, to settle its own raise a day after the patch (at 119:30).
+    assert decision.recheck == (119 + DAY if strategy.name == "ours" else None)
 
 
 def test_vpa_uses_the_peak_of_the_current_day_when_it_is_above_the_request() -> None:
@@ -283,7 +283,7 @@ def test_ours_settles_its_raise_a_day_later_and_a_kill_after_it_bumps_again() ->
     outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
     assert [(k.minute, k.limit) for k in outcome.kills] == [(400, 100 * MI), (3 * DAY, 110 * MI)]
     assert [(c.minute, c.limit, c.by_kill) for c in outcome.changes] == [
-        (401, 164 * MI, True), (401 + DAY + 1, 110 * MI, False), (3 * DAY + 1, 174 * MI, True)]
+        (401, 164 * MI, True), (401 + DAY, 110 * MI, False), (3 * DAY + 1, 174 * MI, True)]
     assert outcome.extra_rollouts == 1 and outcome.final_limit == 174 * MI
 
 
@@ -304,12 +304,12 @@ def test_without_prometheus_or_with_settle_off_nothing_is_lowered() -> None:
 
 def test_time_weighted_waste_counts_the_day_before_the_settle() -> None:
     # Peak 100Mi after the last kill at minute 400; 164Mi for a day (64% waste), then 110Mi (10%)
-    # until the end of day 3: (1441 × 0.64 + (3 × 1440 − 1842) × 0.10) / (3 × 1440 − 401).
+    # until the end of day 3: (1440 × 0.64 + (3 × 1440 − 1841) × 0.10) / (3 × 1440 − 401).
     trace = flat_trace(3 * DAY, changes={400: 100 * MI + 1})
     outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
-    assert [c.minute for c in outcome.changes] == [401, 1842]
+    assert [c.minute for c in outcome.changes] == [401, 1841]
     peak = outcome.true_peak_after
-    expected = (1441 * (164 * MI - peak) + (3 * DAY - 1842) * (110 * MI - peak)) / peak / (3 * DAY - 401)
+    expected = (1440 * (164 * MI - peak) + (3 * DAY - 1841) * (110 * MI - peak)) / peak / (3 * DAY - 401)
     assert outcome.time_weighted_waste == pytest.approx(expected)
     assert outcome.waste == pytest.approx((110 * MI - peak) / peak) and not outcome.below_peak
 
