@@ -34,6 +34,8 @@ SEEN = settle.UsageSinceRaise(peak=900 * MI, coverage=fractions.Fraction(1), gro
 
 
 def memory(**settle_fields: object) -> policy.MemorySettings:
+    """The policy's memory settings; the tests' arithmetic uses a margin of 0.1 unless told."""
+    settle_fields.setdefault("margin", 0.1)
     request_policy = settle_fields.pop("requestPolicy", types.RequestPolicy.KEEP_RATIO)
     return policy.MemorySettings(requestPolicy=request_policy, settle=policy.SettleSettings(**settle_fields))  # type: ignore[arg-type]
 
@@ -171,7 +173,7 @@ def test_recheck_interval_is_a_quarter_of_the_wait() -> None:
 
 def test_the_policy_defaults_and_what_it_rejects() -> None:
     parsed = policy.parse({"metadata": {"name": "p", "namespace": "shop"}, "spec": {}})
-    assert parsed.spec.memory.settle == policy.SettleSettings(enabled=True, after="24h", margin=0.10)
+    assert parsed.spec.memory.settle == policy.SettleSettings(enabled=True, after="24h", margin=0.09)
     off = policy.parse({"metadata": {"name": "p"}, "spec": {"memory": {"settle": {"enabled": False}}}})
     assert off.spec.memory.settle.enabled is False
     for bad, field in (({"margin": 1.5}, "spec.memory.settle.margin"), ({"after": "1w"}, "spec.memory.settle.after"),
