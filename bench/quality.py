@@ -6,6 +6,7 @@ Usage (from the repository root):
     .venv/bin/python bench/quality.py --seeds 1-8 --format table                # the target: seeds 1–8
     .venv/bin/python bench/quality.py --seeds 1-8 --days 28 --jobs 2            # the 28-day confirmation
     .venv/bin/python bench/quality.py --traces-module my_traces.py              # your own shapes
+    .venv/bin/python bench/quality.py --strategies ours,vpa-oom-sample,krr,fixed-25  # only these rows
     .venv/bin/python bench/quality.py --sweep-settle off,12h:0.1,24h:0.1,48h:0.1  # ours by settle setting
     .venv/bin/python bench/quality.py --sweep-factor 1.2,1.3,1.5                # ours by increaseFactor
 
@@ -717,7 +718,10 @@ def module_traces(path: str | Path, families: Sequence[str] = ()) -> TraceSource
     if spec is None or spec.loader is None:
         raise ValueError(f"{location}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's file does wrong, say it in one line
+        raise ValueError(f"{location}: {type(exc).__name__}: {exc}") from None
     make = getattr(module, "generate_all", None)
     if not callable(make):
         raise ValueError(f"{location}: no function generate_all(seed, per_family, days)")
@@ -994,7 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.traces_module:
         try:
             module_traces(args.traces_module)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except ValueError as exc:
             parser.error(f"--traces-module: {exc}")
     else:
         unknown = sorted(set(families) - set(traces.FAMILIES))

@@ -442,6 +442,14 @@ def test_a_traces_module_without_generate_all_is_one_clear_error(tmp_path: pathl
     with pytest.raises(SystemExit):
         quality.main(["--traces-module", str(module)])
     assert f"--traces-module: {module}: no function generate_all(seed, per_family, days)" in capsys.readouterr().err
+    for text, problem in (("import nowhere\n", "ModuleNotFoundError: No module named 'nowhere'"), ("def (\n", "SyntaxError")):
+        module.write_text(text)
+        with pytest.raises(SystemExit):
+            quality.main(["--traces-module", str(module)])
+        assert f"--traces-module: {module}: {problem}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.main(["--traces-module", str(tmp_path / "missing.py")])
+    assert "missing.py: FileNotFoundError" in capsys.readouterr().err
 
 
 # --- sweeps ---------------------------------------------------------------------------------------
