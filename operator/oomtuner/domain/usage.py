@@ -114,8 +114,8 @@ class Trend:
     instance: Instance
     slope_bytes_per_s: float
     growing: bool
-    slowing: bool = False
-    floors: tuple[float, ...] = ()
+    slowing: bool
+    floors: tuple[float, ...]  # the lowest point of each of the FLOOR_CHUNKS parts
 
     @property
     def growth(self) -> float:
