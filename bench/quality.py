@@ -6,6 +6,7 @@ Usage (from the repository root):
     .venv/bin/python bench/quality.py --seeds 1-8 --format table                # the target: seeds 1–8
     .venv/bin/python bench/quality.py --seeds 1-8 --days 28 --jobs 2            # the 28-day confirmation
     .venv/bin/python bench/quality.py --traces-module my_traces.py              # your own shapes
+    .venv/bin/python bench/quality.py --strategies ours,vpa-oom-sample,krr,fixed-25  # only these rows
     .venv/bin/python bench/quality.py --sweep-settle off,12h:0.1,24h:0.1,48h:0.1  # ours by settle setting
     .venv/bin/python bench/quality.py --sweep-factor 1.2,1.3,1.5                # ours by increaseFactor
 
@@ -282,10 +283,10 @@ class Ours:
         decision = Decision(limit=rec.limit, request=rec.request)
         if not self.with_usage or rec.limit <= limit:
             return decision
-        # The raise takes effect in the next minute: when may it settle?
+        # The raise is patched now, and its pod starts in the next minute: when may it settle?
         raised = Change(minute=history.now + 1, limit=rec.limit, request=rec.request, by_kill=True)
         facts = self._facts(dataclasses.replace(history, changes=(*history.changes, raised)), rec.limit, rec.request)
-        early = settle.blocked(facts=facts, settings=self.settings.settle, now=_minute(raised.minute))
+        early = settle.blocked(facts=facts, settings=self.settings.settle, now=_patched_at(raised))
         return dataclasses.replace(decision, recheck=_recheck(early))
 
     def revise(self, *, limit: int, request: int, history: History) -> Decision | None:
@@ -319,14 +320,20 @@ class Ours:
             limit=limit,
             original_request=history.initial_request,
             original_limit=history.initial_limit,
-            raised_at=_minute(raised.minute) if raised else None,
-            settled_at=_minute(settled[-1].minute) if settled else None,
+            raised_at=_patched_at(raised) if raised else None,
+            settled_at=_patched_at(settled[-1]) if settled else None,
             last_kill=settle.LastKill(
                 at=_minute(last.minute, 30), limit=last.limit, request=last.request,
                 classification=types.Classification.LIMIT,
             ) if last else None,
             leak_suspected=self.leak_suspected,
         )
+
+
+def _patched_at(change: Change) -> datetime.datetime:
+    """When the operator patched the workload for `change`: at the kill or the check that decided it,
+    half a minute into the minute before the new pod's first sample."""
+    return _minute(change.minute - 1, 30)
 
 
 def _recheck(decision: settle.Decision | None) -> int | None:
@@ -436,11 +443,13 @@ class Fixed:
         return Decision(limit=fixed_bump(limit, self.percent), request=fixed_bump(request, self.percent))
 
 
-def strategies() -> list[Strategy]:
-    return [
+def strategies(names: Sequence[str] = ()) -> list[Strategy]:
+    """Fresh strategies (they keep state within one trace): all, or those named, in table order."""
+    every: list[Strategy] = [
         Ours(), Ours(name="ours-kills-only", with_usage=False), VPA(), VPA(name="vpa-target", target=True),
         VPAUpdater(), KRR(), Fixed(),
     ]
+    return [s for s in every if not names or s.name in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -710,7 +719,10 @@ def module_traces(path: str | Path, families: Sequence[str] = ()) -> TraceSource
     if spec is None or spec.loader is None:
         raise ValueError(f"{location}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's file does wrong, say it in one line
+        raise ValueError(f"{location}: {type(exc).__name__}: {exc}") from None
     make = getattr(module, "generate_all", None)
     if not callable(make):
         raise ValueError(f"{location}: no function generate_all(seed, per_family, days)")
@@ -796,10 +808,12 @@ def _run_one(options: dict[str, Any]) -> dict[str, Any]:
     module = options.pop("traces_module", None)
     chosen = options.get("families", traces.FAMILIES) if options.pop("families_given", False) else ()
     sweep = options.pop("sweep", {})
+    names = tuple(options.pop("strategies", ()))
     source = module_traces(module, chosen) if module else None
     variants = [*factor_variants(sweep.get("factors", ()), with_usage=sweep.get("factor_usage", True)),
                 *settle_variants(sweep.get("settle", ""))]
-    return run(**options, source=source, variants=variants, keep_outcomes=True)
+    return run(**options, source=source, variants=variants, keep_outcomes=True,
+               make_strategies=lambda: strategies(names))
 
 
 def run_seeds(*, seeds: Sequence[int], jobs: int = 1, **options: Any) -> dict[str, Any]:
@@ -950,6 +964,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--stable-days", type=int, default=DEFAULT_STABLE_DAYS)
     parser.add_argument("--families", default="", help="comma-separated subset")
+    parser.add_argument("--strategies", default="", metavar="NAME,...",
+                        help=f"run only these ({', '.join(LABELS)}); the target needs ours and {', '.join(PEERS)}")
     parser.add_argument("--traces-module", default="", metavar="PATH",
                         help="a Python file with generate_all(seed, per_family, days) returning bench.traces.Trace objects")
     parser.add_argument(
@@ -976,10 +992,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--seeds: {exc}")
     families = [f for f in args.families.split(",") if f]
+    chosen = [n for n in args.strategies.split(",") if n]
+    unknown = sorted(set(chosen) - set(LABELS))
+    if unknown:
+        parser.error(f"unknown strategies: {', '.join(unknown)}")
     if args.traces_module:
         try:
             module_traces(args.traces_module)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except ValueError as exc:
             parser.error(f"--traces-module: {exc}")
     else:
         unknown = sorted(set(families) - set(traces.FAMILIES))
@@ -988,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, Any] = {
         "traces_per_family": args.traces_per_family, "days": args.days, "stable_days": args.stable_days,
         "families": tuple(families or traces.FAMILIES), "families_given": bool(families),
-        "traces_module": args.traces_module or None,
+        "traces_module": args.traces_module or None, "strategies": chosen,
         "sweep": {"factors": factors, "factor_usage": not args.sweep_without_usage, "settle": args.sweep_settle},
     }
     began = time.monotonic()

@@ -196,8 +196,8 @@ def test_krr_simple(peak: int, limit: int, wanted: int) -> None:
 def test_strategy_bumps_after_one_limit_kill(strategy: quality.Strategy, limit: int, new_limit: int) -> None:
     decision = strategy.decide(limit=limit, request=limit, history=history(limit=limit))
     assert (decision.limit, decision.request, decision.suspected_leak) == (new_limit, new_limit, False)
-    # Only ours looks again between kills, to settle its own raise a day later (the raise at minute 120, + 1440).
-    assert decision.recheck == (120 + DAY if strategy.name == "ours" else None)
+    # Only ours looks again between kills, to settle its own raise a day after the patch (at 119:30).
+    assert decision.recheck == (119 + DAY if strategy.name == "ours" else None)
 
 
 def test_vpa_uses_the_peak_of_the_current_day_when_it_is_above_the_request() -> None:
@@ -277,14 +277,14 @@ def test_the_simulated_prometheus_answers_the_operators_queries() -> None:
 def test_ours_settles_its_raise_a_day_later_and_a_kill_after_it_bumps_again() -> None:
     # 100Mi with one spike to 130Mi at minute 400: killed at 100Mi, raised to 164Mi (+ minIncrease).
     # A day after the raise, usage since it (a steady 100Mi) settles the limit to the larger of the
-    # limit at the kill × 1.1 and the peak × 1.1: 110Mi. A spike to 115Mi on day 3 kills it there,
-    # and the bump starts from 110Mi: 174Mi.
+    # limit at the kill × 1.09 and the peak × 1.09: 109Mi. A spike to 115Mi on day 3 kills it there,
+    # and the bump starts from 109Mi: 173Mi.
     trace = flat_trace(4 * DAY, changes={400: 130 * MI, 3 * DAY: 115 * MI})
     outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
-    assert [(k.minute, k.limit) for k in outcome.kills] == [(400, 100 * MI), (3 * DAY, 110 * MI)]
+    assert [(k.minute, k.limit) for k in outcome.kills] == [(400, 100 * MI), (3 * DAY, 109 * MI)]
     assert [(c.minute, c.limit, c.by_kill) for c in outcome.changes] == [
-        (401, 164 * MI, True), (401 + DAY + 1, 110 * MI, False), (3 * DAY + 1, 174 * MI, True)]
-    assert outcome.extra_rollouts == 1 and outcome.final_limit == 174 * MI
+        (401, 164 * MI, True), (401 + DAY, 109 * MI, False), (3 * DAY + 1, 173 * MI, True)]
+    assert outcome.extra_rollouts == 1 and outcome.final_limit == 173 * MI
 
 
 def test_ours_does_not_settle_a_life_that_is_still_growing() -> None:
@@ -303,15 +303,15 @@ def test_without_prometheus_or_with_settle_off_nothing_is_lowered() -> None:
 
 
 def test_time_weighted_waste_counts_the_day_before_the_settle() -> None:
-    # Peak 100Mi after the last kill at minute 400; 164Mi for a day (64% waste), then 110Mi (10%)
-    # until the end of day 3: (1441 × 0.64 + (3 × 1440 − 1842) × 0.10) / (3 × 1440 − 401).
+    # Peak 100Mi after the last kill at minute 400; 164Mi for a day (64% waste), then 109Mi (9%)
+    # until the end of day 3: (1440 × 0.64 + (3 × 1440 − 1841) × 0.09) / (3 × 1440 − 401).
     trace = flat_trace(3 * DAY, changes={400: 100 * MI + 1})
     outcome = quality.simulate(trace, quality.Ours(), stable_days=0)
-    assert [c.minute for c in outcome.changes] == [401, 1842]
+    assert [c.minute for c in outcome.changes] == [401, 1841]
     peak = outcome.true_peak_after
-    expected = (1441 * (164 * MI - peak) + (3 * DAY - 1842) * (110 * MI - peak)) / peak / (3 * DAY - 401)
+    expected = (1440 * (164 * MI - peak) + (3 * DAY - 1841) * (109 * MI - peak)) / peak / (3 * DAY - 401)
     assert outcome.time_weighted_waste == pytest.approx(expected)
-    assert outcome.waste == pytest.approx((110 * MI - peak) / peak) and not outcome.below_peak
+    assert outcome.waste == pytest.approx((109 * MI - peak) / peak) and not outcome.below_peak
 
 
 # --- VPA's recommender and updater (bench/vpasim.py) ----------------------------------------------
@@ -442,6 +442,14 @@ def test_a_traces_module_without_generate_all_is_one_clear_error(tmp_path: pathl
     with pytest.raises(SystemExit):
         quality.main(["--traces-module", str(module)])
     assert f"--traces-module: {module}: no function generate_all(seed, per_family, days)" in capsys.readouterr().err
+    for text, problem in (("import nowhere\n", "ModuleNotFoundError: No module named 'nowhere'"), ("def (\n", "SyntaxError")):
+        module.write_text(text)
+        with pytest.raises(SystemExit):
+            quality.main(["--traces-module", str(module)])
+        assert f"--traces-module: {module}: {problem}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.main(["--traces-module", str(tmp_path / "missing.py")])
+    assert "missing.py: FileNotFoundError" in capsys.readouterr().err
 
 
 # --- sweeps ---------------------------------------------------------------------------------------
@@ -449,15 +457,15 @@ def test_a_traces_module_without_generate_all_is_one_clear_error(tmp_path: pathl
 
 def test_sweeps_are_deterministic_and_hold_the_normal_run_at_the_defaults() -> None:
     options = {"seed": 2, "traces_per_family": 2, "days": 3, "stable_days": 1, "families": ("step", "startup")}
-    variants = [*quality.factor_variants([1.2, 1.5]), *quality.settle_variants("off,24h:0.1")]
+    variants = [*quality.factor_variants([1.2, 1.5]), *quality.settle_variants("off,24h:0.09")]
     first = quality.run(**options, variants=variants)  # type: ignore[arg-type]
     again = quality.run(**options, variants=variants)  # type: ignore[arg-type]
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
-    assert first["sweep"]["variants"] == ["1.2", "1.5", "off", "24h:0.1"]
+    assert first["sweep"]["variants"] == ["1.2", "1.5", "off", "24h:0.09"]
     plain = quality.run(**options)  # type: ignore[arg-type]
     assert "sweep" not in plain and plain["families"] == first["families"]
     for family in ("step", "startup"):
-        for default in ("1.5", "24h:0.1"):
+        for default in ("1.5", "24h:0.09"):
             at_default = dict(first["sweep"]["families"][family][default])
             assert at_default.pop("target") == plain["target"][family]
             assert at_default == plain["families"][family]["ours"]

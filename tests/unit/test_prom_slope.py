@@ -117,6 +117,17 @@ def test_two_lives_filling_towards_a_plateau_are_no_leak_slope() -> None:
     assert text == "2 of 2 lives longer than 1h grew steadily, 1 of them slowing down (filling, not leaking)"
 
 
+def test_two_lives_on_one_daily_rise_are_no_leak_slope() -> None:
+    # One rise of 60Mi an hour cut by a kill after 3.5 hours: the second life picks up where the
+    # first stopped. A leak's second life starts from the bottom again (the last test's pair).
+    first = line(0, 3.5 * HOUR, base=400 * MI, per_hour=60 * MI)
+    second = line(3.5 * HOUR + 60, 7 * HOUR, base=610 * MI, per_hour=60 * MI)
+    found, text = slope_of(series("p/1", first), series("p/2", second))
+    assert found is None and text == "2 of 2 lives longer than 1h grew steadily"
+    again = tuple((t + 3.5 * HOUR + 60, v) for t, v in first)
+    assert slope_of(series("p/1", first), series("p/2", again))[0] is not None
+
+
 def test_a_spike_raises_the_least_squares_slope_but_no_floor() -> None:
     flat = list(line(0, 2 * HOUR, base=100 * MI))
     spiked = [(t, v * 3 if t > 1.8 * HOUR else v) for t, v in flat]

@@ -34,6 +34,8 @@ SEEN = settle.UsageSinceRaise(peak=900 * MI, coverage=fractions.Fraction(1), gro
 
 
 def memory(**settle_fields: object) -> policy.MemorySettings:
+    """The policy's memory settings; the tests' arithmetic uses a margin of 0.1 unless told."""
+    settle_fields.setdefault("margin", 0.1)
     request_policy = settle_fields.pop("requestPolicy", types.RequestPolicy.KEEP_RATIO)
     return policy.MemorySettings(requestPolicy=request_policy, settle=policy.SettleSettings(**settle_fields))  # type: ignore[arg-type]
 
@@ -48,7 +50,7 @@ def test_it_settles_to_the_limit_at_the_last_kill_plus_the_margin_and_says_why()
     assert (found.verdict, found.limit, found.request, found.recheck_at) == (settle.Verdict.SETTLE, 1127 * MI, 1127 * MI, None)
     assert found.settles
     assert found.reason == (
-        "settled: raised to 1.5Gi 1d2h ago with no kill since; since the raise 1d2h ago (Prometheus): peak 900Mi, "
+        "settled: raised to 1.5Gi 1d2h ago with no kill since; usage since the raise (Prometheus): peak 900Mi, "
         "100% covered, not growing; limit limit at the last kill 1Gi × 1.1 = 1127Mi (rounded up to a MiB), saves 26%; "
         "request keeps its ratio to the limit: 1.5Gi → 1127Mi"
     )
@@ -171,7 +173,7 @@ def test_recheck_interval_is_a_quarter_of_the_wait() -> None:
 
 def test_the_policy_defaults_and_what_it_rejects() -> None:
     parsed = policy.parse({"metadata": {"name": "p", "namespace": "shop"}, "spec": {}})
-    assert parsed.spec.memory.settle == policy.SettleSettings(enabled=True, after="24h", margin=0.10)
+    assert parsed.spec.memory.settle == policy.SettleSettings(enabled=True, after="24h", margin=0.09)
     off = policy.parse({"metadata": {"name": "p"}, "spec": {"memory": {"settle": {"enabled": False}}}})
     assert off.spec.memory.settle.enabled is False
     for bad, field in (({"margin": 1.5}, "spec.memory.settle.margin"), ({"after": "1w"}, "spec.memory.settle.after"),

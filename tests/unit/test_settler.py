@@ -103,12 +103,12 @@ def test_a_raise_with_quiet_usage_since_is_settled_and_applied() -> None:
     app.tick()
     (asked,) = source.asked
     assert (asked.workload_kind, asked.workload_name, asked.containers, asked.since) == ("Deployment", "web", ("app",), RAISED)
-    # max(256Mi × 1.1, 150Mi × 1.1, 256Mi) = 281.6Mi → 282Mi; the request keeps its ratio: 192 × 282/384 = 141Mi.
-    assert _template(client) == {"requests": {"memory": "141Mi"}, "limits": {"memory": "282Mi"}}
+    # max(256Mi × 1.09, 150Mi × 1.09, 256Mi) = 279.04Mi → 280Mi; the request keeps its ratio: 192 × 280/384 = 140Mi.
+    assert _template(client) == {"requests": {"memory": "140Mi"}, "limits": {"memory": "280Mi"}}
     st = _status(client)
     settled = next(c for c in st.conditions if c.type == "Settle")
-    assert settled.status == "True" and "limit at the last kill 256Mi × 1.1 = 282Mi" in settled.message
-    assert [(c.kind, c.before.limit, c.after.limit) for c in st.changes] == [("Settle", "384Mi", "282Mi")]
+    assert settled.status == "True" and "limit at the last kill 256Mi × 1.09 = 280Mi" in settled.message
+    assert [(c.kind, c.before.limit, c.after.limit) for c in st.changes] == [("Settle", "384Mi", "280Mi")]
     assert st.applied[0].settledAt == _stamp(NOW) and st.applied[0].original.limit == "256Mi"
     assert st.phase is not None and st.phase.value == "Applied"
     reasons = [e["reason"] for e in posted]
@@ -144,13 +144,13 @@ def test_recommend_mode_shows_the_settle_and_an_approval_applies_it() -> None:
     app.tick()
     assert _template(client)["limits"] == {"memory": "384Mi"}  # shown, not applied
     app_status = _status(client).containers[0]
-    assert app_status.settled and app_status.recommended.limit == "282Mi" and app_status.phase.value == "Pending"
+    assert app_status.settled and app_status.recommended.limit == "280Mi" and app_status.phase.value == "Pending"
     body = client.body(REC)
     body["spec"]["approved"] = True
     body["metadata"]["generation"] = 2
     client.put(REC, body)
     assert app.on_recommendation(client.body(REC)) is True
-    assert _template(client)["limits"] == {"memory": "282Mi"}
+    assert _template(client)["limits"] == {"memory": "280Mi"}
 
 
 @pytest.mark.parametrize(("settle_spec", "verdict"), [({"enabled": False}, None), ({"after": "48h"}, None)])

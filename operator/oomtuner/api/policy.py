@@ -56,23 +56,23 @@ class SettleSettings(pydantic.BaseModel):
 
     enabled: bool = pydantic.Field(
         default=True,
-        description="Lower a limit oomtuner raised once usage since the raise is known. false: never lower.",
+        description="Lower a limit oomtuner raised once usage since the raise is known. false: never lower. Default true.",
     )
     after: types.Duration = pydantic.Field(
         default="24h",
         description=(
             "How long after its last raise, with no kill since, a container is settled: usage history "
-            "must cover at least 90% of that time. A duration such as 24h or 2d."
+            "must cover at least 90% of that time. A duration such as 24h or 2d. Default 24h."
         ),
     )
     margin: float = pydantic.Field(
-        default=0.10,
+        default=0.09,
         ge=0,
         le=1,
         description=(
             "Head-room of the settled limit over the limit at the last kill and over the peak working "
             "set since the raise, as a fraction in [0, 1]. Never below the limit the workload had before "
-            "oomtuner raised it."
+            "oomtuner raised it. Default 0.09."
         ),
     )
 

@@ -268,8 +268,8 @@ def decide(
             f"less than {_pct(MIN_SAVING)}",
         )
     notes = [
-        f"settled: raised to {_h(facts.limit)} {_ago(now, facts.raised_at)} ago with no kill since; {seen}: "
-        f"peak {_h(usage.peak)}, {_pct(usage.coverage)} covered, not growing",
+        f"settled: raised to {_h(facts.limit)} {_ago(now, facts.raised_at)} ago with no kill since; usage since "
+        f"the raise ({usage.source}): peak {_h(usage.peak)}, {_pct(usage.coverage)} covered, not growing",
         f"limit {arithmetic}, saves {_pct(saving)}",
     ]
     request = _request(facts=facts, limit=limit, usage=usage, settings=settings, notes=notes)

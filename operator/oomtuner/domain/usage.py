@@ -39,8 +39,11 @@ restart. So this module judges each container instance (one life between two res
    of 0.58.
 5. **Consistent.** The slope is reported as a leak slope only if (a) the last two judged instances
    both leak — a daily rise is followed by a daily fall, a step by a flat life, while a leak repeats
-   in every life — or (b) the last judged instance ran at least a day (`FULL_CYCLE`) and leaks, so
-   a daily cycle cannot fake it. Of the instances that agree, the one that grew least gives the
+   in every life — and the later one started from the bottom again (its first part's floor in the
+   lower half of what the earlier one's floor rose through, `RESTART_SHARE`: a second life on the
+   same daily rise picks up where the first stopped; one diurnal trace in 160 was flagged that way
+   at 28 days), or (b) the last judged instance ran at least a day (`FULL_CYCLE`) and leaks, so a
+   daily cycle cannot fake it. Of the instances that agree, the one that grew least gives the
    slope and its span the window: "each of the last lives grew at least this much" is what rule (b)
    then compares with 25% of the limit.
 
@@ -70,6 +73,7 @@ FLOOR_CHUNKS = 4
 FLOOR_RISE_SHARE = fractions.Fraction(1, 2)
 FULL_CYCLE = datetime.timedelta(days=1)
 SLOWDOWN_SHARE = fractions.Fraction(3, 5)
+RESTART_SHARE = fractions.Fraction(1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +114,8 @@ class Trend:
     instance: Instance
     slope_bytes_per_s: float
     growing: bool
-    slowing: bool = False
-    floors: tuple[float, ...] = ()
+    slowing: bool
+    floors: tuple[float, ...]  # the lowest point of each of the FLOOR_CHUNKS parts
 
     @property
     def growth(self) -> float:
@@ -221,7 +225,7 @@ def leak_slope(trends: Sequence[Trend]) -> LeakSlope | None:
         return None
     last = trends[-1]
     agreeing: list[Trend] = []
-    if len(trends) >= 2 and trends[-2].leaking and last.leaking:
+    if len(trends) >= 2 and trends[-2].leaking and last.leaking and _starts_again(trends[-2], last):
         agreeing = [trends[-2], last]
         how = "the last 2 lives longer than " + duration.format(MIN_INSTANCE_SPAN) + " both grew steadily"
     elif last.leaking and last.instance.span >= FULL_CYCLE:
@@ -231,6 +235,14 @@ def leak_slope(trends: Sequence[Trend]) -> LeakSlope | None:
         return None
     least = min(agreeing, key=lambda t: t.growth)
     return LeakSlope(bytes_per_s=least.slope_bytes_per_s, window=_whole_minutes(least.instance.span), reason=how)
+
+
+def _starts_again(earlier: Trend, later: Trend) -> bool:
+    """Whether `later` started from the bottom again, as a leak does after a restart: its first
+    part's floor in the lower half of what `earlier`'s floor rose through. A second life on one
+    daily rise picks up where the first stopped."""
+    low, high = earlier.floors[0], earlier.floors[-1]
+    return later.floors[0] <= low + (high - low) * float(RESTART_SHARE)
 
 
 def describe(trends: Sequence[Trend]) -> str:

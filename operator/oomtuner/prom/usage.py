@@ -203,7 +203,7 @@ class PrometheusUsage:
     def since_raise(self, query: SinceQuery) -> SinceRaise:
         """Usage since the raise (module docstring): one bounded range query. A failure or an empty
         answer says why; it never raises."""
-        since = duration.format(query.now - query.since)
+        since = duration.format(datetime.timedelta(seconds=int((query.now - query.since).total_seconds())))
         where = since_range(query, max_points=self.max_points, min_step=self.min_step)
         if not query.containers or where is None:
             return SinceRaise(outcome=Outcome.NO_DATA, message=f"nothing to look up over the {since} since the raise")
