@@ -41,7 +41,7 @@ demo: venv lab-build
 	$(PY) hack/demo.py
 
 crds: venv
-	$(VENV)/bin/oomtuner crds --output crds
+	$(VENV)/bin/oomtuner crds --output crds --chart deploy/helm/oomtuner
 
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit

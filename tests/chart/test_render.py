@@ -154,18 +154,34 @@ def test_app_version_is_the_package_version_and_the_default_image_tag() -> None:
     assert re.search(rf"^ARG VERSION={re.escape(project['version'])}$", (ROOT / "Dockerfile").read_text(), re.M)
 
 
-def test_chart_crds_are_the_repository_crds_plus_kopf_peering() -> None:
-    top = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+def _rendered_crds(*sets: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in render(sets=list(sets)) if d["kind"] == "CustomResourceDefinition"}
+
+
+def test_chart_templates_render_exactly_the_repository_crds() -> None:
+    """oomtuner's CRDs are templates (so `helm upgrade` carries a schema change), rendered from the
+    same YAML as crds/ plus cert-manager's `helm.sh/resource-policy: keep`."""
+    top = {body["metadata"]["name"]: body for body in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob("*.yaml"))}
     assert top, "crds/ is empty"
-    for name, text in top.items():
-        assert chart.get(name) == text, f"deploy/helm/oomtuner/crds/{name} differs from crds/{name}: copy it"
-    extra = {name: yaml.safe_load(text) for name, text in chart.items() if name not in top}
+    rendered = _rendered_crds()
+    assert sorted(rendered) == sorted(top)
+    for name, body in rendered.items():
+        assert body["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}, name
+        assert body == top[name], f"the chart's template of {name} differs from crds/: run `make crds`"
+    assert all("annotations" not in b["metadata"] for b in _rendered_crds("crds.keep=false").values())
+    assert _rendered_crds("crds.enabled=false") == {}
+
+
+def test_chart_crds_folder_holds_only_kopf_peering() -> None:
+    """kopf's peering CRDs stay in the chart's crds/: Helm installs that folder before it checks the
+    templates, one of which is a ClusterKopfPeering (a template CRD would not be known by then)."""
+    extra = {p.name: yaml.safe_load(p.read_text()) for p in (CHART / "crds").glob("*.yaml")}
     assert sorted(extra) == ["kopf.dev_clusterkopfpeerings.yaml", "kopf.dev_kopfpeerings.yaml"]
     scopes = {body["metadata"]["name"]: (body["spec"]["group"], body["spec"]["scope"], body["spec"]["names"]["kind"])
               for body in extra.values()}
     assert scopes == {"clusterkopfpeerings.kopf.dev": ("kopf.dev", "Cluster", "ClusterKopfPeering"),
                       "kopfpeerings.kopf.dev": ("kopf.dev", "Namespaced", "KopfPeering")}
+    assert find(render(), "ClusterKopfPeering"), "the default install needs them before its templates"
 
 
 # ---- the operator Deployment ---------------------------------------------------------------------
@@ -207,9 +223,11 @@ def test_one_replica_runs_standalone_without_peering_objects() -> None:
 
 
 def test_two_releases_do_not_share_cluster_scoped_names() -> None:
-    names = [{(d["kind"], d["metadata"]["name"]) for d in render(ALL, release=r) if "namespace" not in d["metadata"]}
-             for r in ("first", "second")]
+    """Two releases in one cluster: the second with `crds.enabled=false` (only one release may own the CRDs)."""
+    names = [{(d["kind"], d["metadata"]["name"]) for d in render(ALL, release=r, sets=sets) if "namespace" not in d["metadata"]}
+             for r, sets in (("first", []), ("second", ["crds.enabled=false"]))]
     assert names[0] and not names[0] & names[1]
+    assert {kind for kind, _ in names[0] - names[1]} >= {"CustomResourceDefinition"}
 
 
 def test_operator_settings_become_flags_and_environment() -> None:

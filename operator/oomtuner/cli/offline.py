@@ -17,13 +17,19 @@ from oomtuner.cli.base import Fail, main
 @main.command()
 @click.option("--output", "-o", "output", type=click.Path(file_okay=False, path_type=pathlib.Path),
               default=pathlib.Path("crds"), show_default=True, help="Folder to write the CRD YAML into.")
+@click.option("--chart", type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="A Helm chart folder: also write the CRDs' templates into its templates/crds/ (make crds: deploy/helm/oomtuner).")
 @click.option("--stdout", is_flag=True, help="Print the CRDs as one YAML stream instead.")
-def crds(output: pathlib.Path, stdout: bool) -> None:
-    """Write the CRDs generated from the API models."""
+def crds(output: pathlib.Path, chart: pathlib.Path | None, stdout: bool) -> None:
+    """Write the CRDs generated from the API models (and the chart's templates of them)."""
     if stdout:
         click.echo("---\n".join(crdgen.render().values()), nl=False)
         return
-    for path in crdgen.write(output):
+    try:
+        written = crdgen.write(output, chart=chart)
+    except (OSError, ValueError) as exc:
+        raise Fail(str(exc)) from None
+    for path in written:
         click.echo(f"wrote {path}", err=True)
 
 
