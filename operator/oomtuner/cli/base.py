@@ -131,6 +131,22 @@ def connect(kubeconfig: str | None, context: str | None, *, request_timeout: str
         raise Fail(str(exc)) from None
 
 
+namespace_option = click.option("-n", "--namespace", help="The namespace, for NAME given without one (as kubectl's -n).")
+
+
+def namespaced(ref: str, namespace: str | None, *, what: str) -> tuple[str, str]:
+    """(namespace, name) from `NAMESPACE/NAME`, or from `-n NAMESPACE NAME` (then the name is all of
+    `ref`, which may hold a slash of its own, as KIND/NAME does)."""
+    if namespace:
+        if not ref:
+            raise Fail(f"expected {what}, got nothing")
+        return namespace, ref
+    ns, sep, name = ref.partition("/")
+    if not sep or not ns or not name:
+        raise Fail(f"expected NAMESPACE/{what} or -n NAMESPACE {what}, got {ref!r}")
+    return ns, name
+
+
 kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to the kubeconfig (default: $KUBECONFIG).")
 context_option = click.option("--context", help="The kubeconfig context to use.")
 request_timeout_option = click.option(
