@@ -17,4 +17,10 @@ from __future__ import annotations
 from oomtuner.cli import cluster, gitops, offline, run, tools  # noqa: F401 - each module adds its commands
 from oomtuner.cli.base import main
 
-__all__ = ["main"]
+__all__ = ["kubectl_main", "main"]
+
+
+def kubectl_main() -> None:
+    """`kubectl oomtuner ...`: kubectl runs a plugin as the executable `kubectl-oomtuner` on PATH
+    (the package installs it). The same commands, with kubectl's name in usage lines."""
+    main(prog_name="kubectl oomtuner", complete_var="_KUBECTL_OOMTUNER_COMPLETE")

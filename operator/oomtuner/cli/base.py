@@ -9,6 +9,7 @@ a very long message is cut.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -145,6 +146,15 @@ def namespaced(ref: str, namespace: str | None, *, what: str) -> tuple[str, str]
     if not sep or not ns or not name:
         raise Fail(f"expected NAMESPACE/{what} or -n NAMESPACE {what}, got {ref!r}")
     return ns, name
+
+
+def structured(result: Any, output: str) -> str:
+    """`-o json` or `-o yaml` of a command's result, as kubectl prints them (one document)."""
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
+    return json.dumps(result, indent=2) + "\n"
 
 
 kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to the kubeconfig (default: $KUBECONFIG).")
