@@ -369,6 +369,10 @@ def test_metrics_count_kills(kube: api.Client, core_v1: Any, operator: OperatorP
                 and f'namespace="{namespace}"' in line)
     assert 'classification="Limit"' in line and line.endswith(" 1.0")
     assert "oomtuner_detection_latency_seconds_count" in text
+    import platform
+
+    import oomtuner
+    assert f'oomtuner_build_info{{python="{platform.python_version()}",version="{oomtuner.__version__}"}} 1.0' in text
 
 
 def _patch_then_hold_back(kube: api.Client, core_v1: Any, namespace: str, *, cooldown: str) -> dict[str, Any]:
