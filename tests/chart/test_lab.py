@@ -191,7 +191,8 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
                 return status["desiredNumberScheduled"] == status.get("numberReady") == len(nodes)
 
             kit.wait_for(on_every_node, timeout=60, what="one ready agent on every node, tainted ones too")
-        expected = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered}
+        expected = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered
+                    if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})}  # hooks: `helm test` only
         present = _labelled(kubeconfig, release)
         for kind, ns, name in expected:
             assert any(p.split("/", 1)[1] == name and p.split("/", 1)[0].split(".")[0] == kind.lower() for p in present), \
@@ -280,6 +281,61 @@ def test_helm_upgrade_carries_a_crd_schema_change(kube: api.Client, kubeconfig: 
     applied = _kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=oomtuner-e2e", "-f", "crds/",
                        kubeconfig=kubeconfig)
     assert applied.stdout.count("serverside-applied") == len(ours), applied.stdout
+
+
+# ---- helm test ----------------------------------------------------------------------------------
+
+
+def _finish_like_a_kubelet(kube: api.Client, pod: dict[str, Any], *, args: list[str], url: str) -> int:
+    """Run the test pod's command here, against `url` instead of the Service's name (the lab has no
+    cluster DNS), and write its outcome into the pod's status as a kubelet would. kwok runs the pod
+    but not its image, and never finishes a pod that no Job owns."""
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"] and command[3].endswith("/healthz"), command
+    done = subprocess.run([sys.executable, "-c", command[2], url, *args], capture_output=True, text=True, timeout=120)
+    path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}/status"
+    body = kube.get(path)
+    terminated = {"exitCode": done.returncode, "reason": "Completed" if done.returncode == 0 else "Error",
+                  "startedAt": kit.utc().strftime("%Y-%m-%dT%H:%M:%SZ"), "finishedAt": kit.utc().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    body["status"]["phase"] = "Succeeded" if done.returncode == 0 else "Failed"
+    body["status"]["containerStatuses"] = [{**status, "ready": False, "state": {"terminated": terminated}}
+                                          for status in body["status"].get("containerStatuses") or []]
+    kube.replace(path, body)
+    return done.returncode
+
+
+def test_helm_test_asks_the_operators_healthz(kube: api.Client, kubeconfig: str, namespace: str, chart_crds: list[str],
+                                              tmp_path: pathlib.Path) -> None:
+    """`helm test` creates the test pod; its command (run here, as the pod would run it) gets 200 from
+    a real operator's /healthz and the test passes, and fails against a port nobody answers."""
+    release = f"t-{uuid.uuid4().hex[:6]}"
+    helm("install", release, str(CHART), "-n", namespace, "--set", "crds.enabled=false", "--set", "replicaCount=1",
+         "--set", "tests.timeoutSeconds=5", kubeconfig=kubeconfig)
+    operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path)
+    operator.start()
+    pod_path = f"/api/v1/namespaces/{namespace}/pods/{release}-oomtuner-test-healthz"
+    try:
+        for url, code, passes in ((f"http://127.0.0.1:{operator.liveness_port}/healthz", 0, True),
+                                  (f"http://127.0.0.1:{_free_port()}/healthz", 1, False)):
+            env = {"KUBECONFIG": kubeconfig, "HELM_CACHE_HOME": str(ROOT / ".pytest_cache" / "helm" / "cache"),
+                   "HELM_CONFIG_HOME": str(ROOT / ".pytest_cache" / "helm" / "config"),
+                   "HELM_DATA_HOME": str(ROOT / ".pytest_cache" / "helm" / "data")}
+            tester = subprocess.Popen([tool("helm"), "test", release, "-n", namespace, "--timeout", "2m"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+            try:
+                pod = kit.wait_for(lambda: (b := kube.get_or_none(pod_path)) and b.get("status", {}).get("phase") == "Running" and b,
+                                   timeout=60, what="the test pod, Running")
+                assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+                assert _finish_like_a_kubelet(kube, pod, args=pod["spec"]["containers"][0]["command"][4:], url=url) == code
+                output, _ = tester.communicate(timeout=150)
+            finally:
+                if tester.poll() is None:
+                    tester.kill()
+            assert (tester.returncode == 0) == passes, output
+            assert ("Phase:          Succeeded" if passes else "Phase:          Failed") in output, output
+    finally:
+        operator.stop()
+        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)
 
 
 # ---- RBAC with the chart's own ServiceAccount token -----------------------------------------------

@@ -736,11 +736,14 @@ def test_the_network_policy_lets_only_the_given_peers_reach_metrics() -> None:
     for policy, component in ((operator, "operator"), (agent, "agent")):
         assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
         assert policy["spec"]["policyTypes"] == ["Ingress"]
-        [rule] = policy["spec"]["ingress"]
+        rule, *test = policy["spec"]["ingress"]
         assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
         assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        # The operator also admits the release's `helm test` pod, on the liveness port only.
+        assert [r["ports"] for r in test] == ([[{"port": "liveness", "protocol": "TCP"}]] if component == "operator" else [])
     closed = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
-    assert closed["spec"]["ingress"] == []
+    assert [r["ports"] for r in closed["spec"]["ingress"]] == [[{"port": "liveness", "protocol": "TCP"}]]
+    assert one(render(sets=["networkPolicy.enabled=true", "agent.enabled=true"]), "NetworkPolicy", "oomtuner-agent")["spec"]["ingress"] == []
 
 
 def test_listeners_and_culprit_names_reach_the_command_line() -> None:
@@ -803,3 +806,108 @@ def test_web_dashboard_args_are_accepted_by_the_cli(monkeypatch: pytest.MonkeyPa
     ctx = _parse(c["args"], monkeypatch)
     assert ctx.params["allow_approve"] is True and ctx.params["refresh"] == 5 and ctx.params["top"] == 10
     assert ctx.params["port"] == c["ports"][0]["containerPort"] and ctx.params["root_path"] == "/oomtuner"
+
+
+# ---- chart habits ----------------------------------------------------------------------------------
+
+
+def test_image_registry_prefixes_every_image() -> None:
+    docs = render(ALL, sets=["image.registry=registry.example.com:5000/platform", "dashboard.web.enabled=true"])
+    images = {c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet", "Pod")
+              for c in (d["spec"]["template"]["spec"] if d["kind"] != "Pod" else d["spec"])["containers"]}
+    assert images == {"registry.example.com:5000/platform/oomtuner:0.1.0-test"}
+    digest = "sha256:" + "a" * 64
+    assert container(render(sets=["image.registry=ghcr.io/acme", f"image.digest={digest}"]), "Deployment")["image"] == \
+        f"ghcr.io/acme/oomtuner@{digest}"
+    done = template_text(sets=["image.registry=ghcr.io/acme/"], check=False)
+    assert done.returncode != 0 and "/image/registry" in done.stderr
+
+
+def test_every_pod_runs_on_linux_nodes_by_default() -> None:
+    docs = render(sets=["agent.enabled=true", "dashboard.web.enabled=true"])
+    for d in docs:
+        if d["kind"] in ("Deployment", "DaemonSet"):
+            assert d["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}, d["metadata"]["name"]
+    assert one(docs, "Pod")["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+def test_topology_spread_constraints_get_the_pods_own_selector() -> None:
+    spread = ["maxSkew=1", "topologyKey=topology.kubernetes.io/zone", "whenUnsatisfiable=ScheduleAnyway"]
+    sets = [f"topologySpreadConstraints[0].{s}" for s in spread] + [f"dashboard.web.topologySpreadConstraints[0].{s}" for s in spread]
+    sets += ["topologySpreadConstraints[1].maxSkew=2", "topologySpreadConstraints[1].topologyKey=kubernetes.io/hostname",
+             "topologySpreadConstraints[1].whenUnsatisfiable=DoNotSchedule",
+             "topologySpreadConstraints[1].labelSelector.matchLabels.team=platform", "dashboard.web.enabled=true"]
+    docs = render(sets=sets, release="spread")
+    operator, web = (one(docs, "Deployment", name) for name in ("spread-oomtuner", "spread-oomtuner-dashboard"))
+    zone, host = operator["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert zone["labelSelector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+    assert (zone["maxSkew"], zone["topologyKey"], zone["whenUnsatisfiable"]) == (1, "topology.kubernetes.io/zone", "ScheduleAnyway")
+    assert host["labelSelector"] == {"matchLabels": {"team": "platform"}}
+    [web_zone] = web["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert web_zone["labelSelector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
+    assert "topologySpreadConstraints" not in container(render(), "Deployment")
+    assert "topologySpreadConstraints" not in one(render(), "Deployment")["spec"]["template"]["spec"]
+
+
+def test_helm_test_pod_asks_healthz_through_the_service() -> None:
+    docs = render(release="oomtuner")
+    pod = one(docs, "Pod", "oomtuner-test-healthz")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["automountServiceAccountToken"] is False
+    [c] = pod["spec"]["containers"]
+    assert c["command"][3] == "http://oomtuner-metrics.oomtuner-system.svc:8081/healthz" and c["command"][4] == "60"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    service = one(docs, "Service", "oomtuner-metrics")
+    assert {"name": "healthz", "port": 8081, "targetPort": "liveness", "protocol": "TCP"} in service["spec"]["ports"]
+    assert not find(render(sets=["tests.enabled=false"]), "Pod")
+    policy = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
+    assert {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "oomtuner", "app.kubernetes.io/component": "test"}}}],
+            "ports": [{"port": "liveness", "protocol": "TCP"}]} in policy["spec"]["ingress"]
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://") and chart["sources"] and all(s.startswith("https://") for s in chart["sources"])
+    assert chart["maintainers"] and all(m["name"] for m in chart["maintainers"])
+    notes = chart["annotations"]
+    crds = {c["kind"]: c for c in yaml.safe_load(notes["artifacthub.io/crds"])}
+    rendered = {d["spec"]["names"]["kind"]: d for d in render() if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == set(rendered)
+    for kind, entry in crds.items():
+        assert entry["name"] == rendered[kind]["metadata"]["name"] and entry["version"] == rendered[kind]["spec"]["versions"][0]["name"]
+    examples = yaml.safe_load(notes["artifacthub.io/crdsExamples"])
+    assert {e["kind"] for e in examples} == set(rendered)
+    from oomtuner.api import policy, recommendation
+
+    for example in examples:  # the examples are valid objects
+        (policy.parse if example["kind"] == "OOMPolicy" else recommendation.parse)(example)
+    [image] = yaml.safe_load(notes["artifacthub.io/images"])
+    assert image["image"] == f"oomtuner:{chart['appVersion']}"
+    assert notes["artifacthub.io/operator"] == "true" and notes["artifacthub.io/license"] == "Apache-2.0"
+
+
+def _notes(tmp_path: pathlib.Path, *sets: str) -> str:
+    """NOTES.txt as helm renders it: `helm template` skips it, so a copy of the chart renders its text
+    into a ConfigMap through a named template."""
+    import shutil
+
+    copy = tmp_path / "oomtuner"
+    shutil.copytree(CHART, copy)
+    text = (copy / "templates" / "NOTES.txt").read_text()
+    (copy / "templates" / "_notes-under-test.tpl").write_text('{{- define "test.notes" -}}\n' + text + "{{- end }}\n")
+    (copy / "templates" / "notes-under-test.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "test.notes" . | quote }}\n')
+    args = ["template", "rel", str(copy), "--namespace", "ops", "--show-only", "templates/notes-under-test.yaml"]
+    for item in sets:
+        args += ["--set", item]
+    return str(yaml.safe_load(helm(*args).stdout)["data"]["notes"])
+
+
+def test_notes_point_at_commands_not_repository_paths(tmp_path: pathlib.Path) -> None:
+    for sets in ((), ("crds.keep=false",), ("crds.enabled=false",), ("dashboard.web.enabled=true",)):
+        notes = _notes(tmp_path / "-".join(sets or ("default",)), *sets)
+        assert not re.search(r"deploy/|crds/|hack/|\.yaml|\.py", notes), notes
+        assert "helm test rel --namespace ops" in notes and "kubectl get oomrecommendations -A" in notes
+    assert "DELETES them" in _notes(tmp_path / "nokeep", "crds.keep=false")
+    assert "helm.sh/resource-policy: keep" in _notes(tmp_path / "keep")
+
