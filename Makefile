@@ -7,19 +7,32 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# Every dependency pinned with its hashes (`make lock` writes them from pyproject.toml): dev.lock for
+# the venv (the test extra and what builds the package), runtime.lock and build.lock for the image.
+LOCK   := requirements/dev.lock
+COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header
 
-.PHONY: all venv deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e test-chart lint crds clean
+.PHONY: all venv lock deps lab-build lab-up lab-down lab-status demo test test-unit test-e2e test-chart lint crds clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Only what the lock names, checked against its hashes; then the package itself, built with the
+# locked setuptools (no build isolation: nothing unpinned is fetched).
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Re-resolve the locks after a change of pyproject.toml's dependencies (needs PyPI).
+lock: venv
+	$(COMPILE) pyproject.toml --extra dashboard -o requirements/runtime.lock
+	$(COMPILE) requirements/build.in -o requirements/build.lock
+	$(COMPILE) pyproject.toml requirements/build.in --extra test -o $(LOCK)
+	@touch $(STAMP)
 
 # Debian packages the lab and tests use (installed only when missing).
 deps:
@@ -41,7 +54,7 @@ demo: venv lab-build
 	$(PY) hack/demo.py
 
 crds: venv
-	$(VENV)/bin/oomtuner crds --output crds
+	$(VENV)/bin/oomtuner crds --output crds --chart deploy/helm/oomtuner
 
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit

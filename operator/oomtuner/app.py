@@ -118,6 +118,13 @@ class App:
     def on_cluster_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         self.policies.on_cluster_policy(body, deleted=deleted)
 
+    def on_recommendation_deleted(self, body: Mapping[str, Any]) -> None:
+        """A recommendation was deleted: forget what was remembered of it (its metrics, its cache)."""
+        meta = core.meta_of(body)
+        namespace, name = meta.namespace or "", meta.name
+        self.announcer.gone(namespace, name)
+        self.recommendations.forget(f"{namespace}/{name}")
+
     def on_recommendation(self, body: Mapping[str, Any]) -> bool:
         """Apply an approved recommendation once per approval. Returns True when it acted.
 
@@ -132,6 +139,7 @@ class App:
         if problem is not None:
             self._unreadable(body, problem)
             return False
+        self.announcer.memory(rec)
         self.held.hold(rec)
         self.settler.track(rec)
         if not rec.spec.approved or rec.status.appliedGeneration == rec.metadata.generation:

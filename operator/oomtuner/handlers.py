@@ -153,5 +153,6 @@ async def cluster_policy_event(body: kopf.Body, type: str | None, memo: kopf.Mem
 @kopf.on.event(recommendation.GROUP, recommendation.VERSION, recommendation.PLURAL)
 async def recommendation_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
+        _app(memo).on_recommendation_deleted(dict(body))
         return
     await _run("recommendation", _app(memo).on_recommendation, dict(body))

@@ -1,7 +1,8 @@
 """`oomtuner report`: OOM kills across a live cluster, and who the kernel would kill next per node.
 
 It reads pods and nodes once (paged lists), finds kills with the same domain code the operator
-uses, and ranks each node's containers by the kernel's badness estimate: memory (usage when
+uses, sets beside them the count each workload's OOMRecommendation recorded (pod statuses show
+only a container's newest two terminations; the operator's ledger counts every kill), and ranks each node's containers by the kernel's badness estimate: memory (usage when
 known, else the request) over node capacity × 1000, plus oom_score_adj.
 
 Usage is each container's working set *now* (its latest sample: at most Prometheus' lookback delta,
@@ -20,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from oomtuner import culprits
-from oomtuner.api import core, types
-from oomtuner.domain import classify, evidence, kills, qos, quantity, redaction, timestamps
+from oomtuner.api import core, recommendation, types
+from oomtuner.domain import classify, evidence, kills, qos, quantity, redaction, resources, timestamps
 from oomtuner.kube import api, owners
 from oomtuner.prom import promql
 from oomtuner.prom import usage as prom_usage
@@ -59,6 +60,7 @@ def collect(
         if found:
             seen.append((pod, body, found))
     result_workloads, node_kills = _workloads(client, seen, node_ooms=node_ooms)
+    result_workloads = with_recorded_kills(result_workloads, _recommendations(client, namespace))
     at = now or datetime.datetime.now(datetime.timezone.utc)
     result_nodes, ranked_by = next_victims(nodes, placed, top=top, usage=usage, at=at)
     source = usage if usage is not None else prom_usage.Disabled()
@@ -80,7 +82,8 @@ def _workloads(client: api.Client, seen: Sequence[tuple[core.Pod, Mapping[str, A
     for _pod, body, found in seen:
         target = owners.resolve(client, body)
         entry = workloads.setdefault((target.namespace, target.display),
-                                     {"namespace": target.namespace, "workload": target.display, "containers": {}})
+                                     {"namespace": target.namespace, "workload": target.display, "uid": target.uid,
+                                      "containers": {}})
         for k in found:
             cls, _reason = classify.classify(k, node_ooms=node_ooms)
             if cls == types.Classification.NODE and k.node:
@@ -100,6 +103,69 @@ def _workloads(client: api.Client, seen: Sequence[tuple[core.Pod, Mapping[str, A
                                        for c in entry["containers"].values()]}
               for _key, entry in sorted(workloads.items())]
     return result, node_kills
+
+
+def _recommendations(client: api.Client, namespace: str | None) -> list[recommendation.OOMRecommendation]:
+    """The OOMRecommendations that can be read (none where the CRD is not installed)."""
+    path = (api.namespaced(group=recommendation.GROUP, version=recommendation.VERSION, plural=recommendation.PLURAL,
+                           namespace=namespace) if namespace else
+            api.cluster(group=recommendation.GROUP, version=recommendation.VERSION, plural=recommendation.PLURAL))
+    try:
+        bodies = client.list(path)
+    except api.NotFound:
+        return []
+    found = []
+    for body in bodies:
+        try:
+            found.append(recommendation.read(body))
+        except recommendation.InvalidRecommendation:
+            continue
+    return found
+
+
+def with_recorded_kills(workloads: list[dict[str, Any]], recs: Sequence[recommendation.OOMRecommendation]) -> list[dict[str, Any]]:
+    """The workloads with kills in pod statuses, each with its OOMRecommendation's count beside
+    (`recommendation`, and per container `recordedKills`), and the workloads whose recommendation
+    records kills that no pod status shows any more. A recommendation counts only where it is the
+    workload's own: its owner reference carries the workload's uid (for a workload seen through its
+    pods) or names its kind and name."""
+    by_key = {(w["namespace"], w["workload"]): w for w in workloads}
+    for rec in recs:
+        ref = rec.spec.targetRef
+        key = (rec.metadata.namespace or "", f"{ref.kind}/{ref.name}")
+        entry = by_key.get(key)
+        owners_named = [o for o in rec.metadata.ownerReferences if (o.kind, o.name) == (ref.kind, ref.name)]
+        if not owners_named or (entry is not None and entry.get("uid") and not any(o.uid == entry["uid"] for o in owners_named)):
+            continue
+        if entry is None:
+            if not rec.status.totalKills:
+                continue
+            entry = by_key[key] = {"namespace": key[0], "workload": key[1], "containers": []}
+        entry["recommendation"] = {"name": rec.metadata.name, "phase": rec.status.phase.value if rec.status.phase else None,
+                                   "totalKills": rec.status.totalKills}
+        containers = {c["name"]: c for c in entry["containers"]}
+        for c in rec.status.containers:
+            if c.name not in containers and c.oomKills:
+                containers[c.name] = _recorded_only(c)
+                entry["containers"].append(containers[c.name])
+            if c.name in containers:
+                containers[c.name]["recordedKills"] = c.oomKills
+    result = []
+    for _key, entry in sorted(by_key.items()):
+        entry.pop("uid", None)
+        entry.setdefault("recommendation", None)
+        for c in entry["containers"]:
+            c.setdefault("recordedKills", None)
+        result.append(entry)
+    return result
+
+
+def _recorded_only(c: recommendation.ContainerStatus) -> dict[str, Any]:
+    """A container whose kills only its recommendation remembers: its memory as the recommendation
+    last saw the template, its last kill and class from there."""
+    return {"name": c.name, "type": c.type.value, "kills": 0, "classifications": [c.classification.value],
+            "request": resources.bytes_or_none(c.current.request), "limit": resources.bytes_or_none(c.current.limit),
+            "lastKill": c.lastOOMAt, "qosClass": None, "oomScoreAdj": None}
 
 
 def node_ooms_in(events: Iterable[Mapping[str, Any]]) -> list[classify.NodeOOM]:
@@ -262,13 +328,19 @@ def _other_memory(victim: dict[str, Any]) -> str:
     return f"request {quantity.humanize(request)}" if request is not None else "no request"
 
 
+RECORDED_LEGEND = ("RECORDED: kills counted in the workload's OOMRecommendation (status.containers[].oomKills; "
+                   "- without one). IN PODS: kills the pod statuses show now (at most the newest two per container).")
+
+
 def render_table(result: dict[str, Any]) -> str:
     lines = []
-    rows = [("NAMESPACE", "WORKLOAD", "CONTAINER", "KILLS", "CLASS", "QOS", "OOM_SCORE_ADJ", "REQUEST", "LIMIT", "LAST KILL")]
+    rows = [("NAMESPACE", "WORKLOAD", "CONTAINER", "RECORDED", "IN PODS", "CLASS", "QOS", "OOM_SCORE_ADJ", "REQUEST", "LIMIT",
+             "LAST KILL")]
     for w in result["workloads"]:
         for c in w["containers"]:
             rows.append((
-                w["namespace"], w["workload"], c["name"], str(c["kills"]), ",".join(c["classifications"]), c["qosClass"],
+                w["namespace"], w["workload"], c["name"], "-" if c["recordedKills"] is None else str(c["recordedKills"]),
+                str(c["kills"]), ",".join(c["classifications"]), c["qosClass"] or "-",
                 "?" if c["oomScoreAdj"] is None else str(c["oomScoreAdj"]),
                 quantity.humanize(c["request"]) if c["request"] is not None else "-",
                 quantity.humanize(c["limit"]) if c["limit"] is not None else "-",
@@ -279,6 +351,7 @@ def render_table(result: dict[str, Any]) -> str:
     else:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+        lines.append(RECORDED_LEGEND)
     if result.get("nodeKills"):
         lines.append("")
         lines.append("Node OOM kills and their likely culprit (all names: the victims' namespaces may see figures only)")

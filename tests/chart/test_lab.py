@@ -21,6 +21,7 @@ import contextlib
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
+from oomtuner import crdgen
 from oomtuner.kube import api
 from oomtuner.kube import client as kube_client
 from oomtuner_lab import inject
@@ -170,10 +172,12 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
                                                          namespace: str, chart_crds: list[str], monitoring_crds: None,
                                                          ci_namespaces: list[str]) -> None:
     release = f"ci-{uuid.uuid4().hex[:6]}"
-    rendered = render(values, namespace=namespace, release=release)
+    rendered = render(values, namespace=namespace, release=release, sets=["crds.enabled=false"])
     agent_args, agent_nodes = agent_node_values(kube)
-    helm("install", release, str(CHART), "-n", namespace, "-f", str(values), *agent_args, "--wait", "--timeout", "3m",
-         kubeconfig=kubeconfig, timeout=240)
+    # The CRDs are the e2e fixture's here (crds/, applied with kubectl's server-side apply), so the
+    # release leaves them alone, as a second release in a cluster must.
+    helm("install", release, str(CHART), "-n", namespace, "-f", str(values), "--set", "crds.enabled=false", *agent_args,
+         "--wait", "--timeout", "3m", kubeconfig=kubeconfig, timeout=240)
     try:
         deployment = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{release}-oomtuner")
         assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"] == 2
@@ -189,7 +193,8 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
                 return status["desiredNumberScheduled"] == status.get("numberReady") == len(nodes)
 
             kit.wait_for(on_every_node, timeout=60, what="one ready agent on every node, tainted ones too")
-        expected = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered}
+        expected = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in rendered
+                    if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})}  # hooks: `helm test` only
         present = _labelled(kubeconfig, release)
         for kind, ns, name in expected:
             assert any(p.split("/", 1)[1] == name and p.split("/", 1)[0].split(".")[0] == kind.lower() for p in present), \
@@ -204,6 +209,135 @@ def test_install_runs_and_uninstall_leaves_only_the_crds(values: pathlib.Path, k
     assert _labelled(kubeconfig, release) == []
     for name in chart_crds:
         assert _established(kube, name), f"CRD {name} must stay after an uninstall"
+
+
+# ---- CRDs that upgrade -----------------------------------------------------------------------------
+
+
+def _chart_without_policy_field(tmp_path: pathlib.Path, field: str) -> pathlib.Path:
+    """A copy of the chart whose OOMPolicy CRD lacks `spec.<field>`, as an older chart's would."""
+    copy = tmp_path / "oomtuner"
+    shutil.copytree(CHART, copy)
+    name = "oomtuner.dev_oompolicies.yaml"
+    body = yaml.safe_load((ROOT / "crds" / name).read_text())
+    del body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][field]
+    (copy / crdgen.CHART_TEMPLATES / name).write_text(crdgen.chart_template(crdgen.HEADER + yaml.safe_dump(body, sort_keys=False)))
+    return copy
+
+
+def _adopt_crds(kubeconfig: str, names: list[str], *, release: str | None, namespace: str) -> None:
+    """README, "Upgrading the CRDs": CRDs applied before (by kubectl, or an older chart's crds/) are
+    given to a release by Helm's ownership label and annotations; `release=None` takes them back."""
+    for name in names:
+        if release is None:
+            _kubectl("label", "crd", name, "app.kubernetes.io/managed-by-", kubeconfig=kubeconfig)
+            _kubectl("annotate", "crd", name, "meta.helm.sh/release-name-", "meta.helm.sh/release-namespace-",
+                     "helm.sh/resource-policy-", kubeconfig=kubeconfig)
+        else:
+            _kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm", kubeconfig=kubeconfig)
+            _kubectl("annotate", "--overwrite", "crd", name, f"meta.helm.sh/release-name={release}",
+                     f"meta.helm.sh/release-namespace={namespace}", kubeconfig=kubeconfig)
+
+
+def test_helm_upgrade_carries_a_crd_schema_change(kube: api.Client, kubeconfig: str, namespace: str,
+                                                  chart_crds: list[str], tmp_path: pathlib.Path) -> None:
+    """Install a chart whose OOMPolicy CRD lacks `spec.vpa`, upgrade to this chart, and the field is
+    served: a policy using it is admitted with strict field validation, and `kubectl explain` describes
+    it. The CRDs stay through `helm uninstall` (crds.keep), and `kubectl apply --server-side -f crds/`
+    still applies them."""
+    ours = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    release = f"crd-{uuid.uuid4().hex[:6]}"
+    policy = yaml.safe_dump({"apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMPolicy",
+                             "metadata": {"name": "fleet", "namespace": namespace},
+                             "spec": {"mode": "Auto", "vpa": "RaiseMinAllowed"}})
+    _adopt_crds(kubeconfig, ours, release=release, namespace=namespace)
+    try:
+        helm("install", release, str(_chart_without_policy_field(tmp_path, "vpa")), "-n", namespace, "--set", "replicaCount=1",
+             kubeconfig=kubeconfig)
+        refused = _kubectl("create", "--validate=strict", "-f", "-", kubeconfig=kubeconfig, input=policy, check=False)
+        assert refused.returncode != 0 and 'unknown field "spec.vpa"' in refused.stderr, refused.stderr
+
+        helm("upgrade", release, str(CHART), "-n", namespace, "--reuse-values", kubeconfig=kubeconfig)
+        kit.wait_for(lambda: "vpa" in kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{ours[0]}")[
+            "spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"], timeout=30,
+            what="the upgraded CRD")
+        kit.wait_for(lambda: _kubectl("create", "--validate=strict", "-f", "-", kubeconfig=kubeconfig, input=policy,
+                                      check=False).returncode == 0, timeout=30, what="the policy with spec.vpa to be admitted")
+        assert kube.get(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies/fleet")["spec"]["vpa"] == "RaiseMinAllowed"
+
+        def explain(field: str) -> str:  # the API server publishes a CRD's OpenAPI a moment after it changes
+            done = _kubectl("explain", field, f"--cache-dir={tmp_path / 'kubectl-cache'}", kubeconfig=kubeconfig, check=False)
+            return " ".join(done.stdout.split())
+
+        kit.wait_for(lambda: "RaiseMinAllowed raises the VPA's minAllowed.memory" in explain("oompolicy.spec.vpa"), timeout=60,
+                     what="kubectl explain oompolicy.spec.vpa to describe the field")
+        assert "When the container died" in explain("oomrecommendation.status.kills.at")
+        crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{ours[0]}")
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    finally:
+        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)
+    for name in ours:
+        assert _established(kube, name), f"CRD {name} must stay after an uninstall (crds.keep)"
+    assert kube.get_or_none(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oompolicies/fleet") is not None
+    _adopt_crds(kubeconfig, ours, release=None, namespace=namespace)
+    applied = _kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=oomtuner-e2e", "-f", "crds/",
+                       kubeconfig=kubeconfig)
+    assert applied.stdout.count("serverside-applied") == len(ours), applied.stdout
+
+
+# ---- helm test ----------------------------------------------------------------------------------
+
+
+def _finish_like_a_kubelet(kube: api.Client, pod: dict[str, Any], *, args: list[str], url: str) -> int:
+    """Run the test pod's command here, against `url` instead of the Service's name (the lab has no
+    cluster DNS), and write its outcome into the pod's status as a kubelet would. kwok runs the pod
+    but not its image, and never finishes a pod that no Job owns."""
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"] and command[3].endswith("/healthz"), command
+    done = subprocess.run([sys.executable, "-c", command[2], url, *args], capture_output=True, text=True, timeout=120)
+    path = f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}/status"
+    body = kube.get(path)
+    terminated = {"exitCode": done.returncode, "reason": "Completed" if done.returncode == 0 else "Error",
+                  "startedAt": kit.utc().strftime("%Y-%m-%dT%H:%M:%SZ"), "finishedAt": kit.utc().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    body["status"]["phase"] = "Succeeded" if done.returncode == 0 else "Failed"
+    body["status"]["containerStatuses"] = [{**status, "ready": False, "state": {"terminated": terminated}}
+                                          for status in body["status"].get("containerStatuses") or []]
+    kube.replace(path, body)
+    return done.returncode
+
+
+def test_helm_test_asks_the_operators_healthz(kube: api.Client, kubeconfig: str, namespace: str, chart_crds: list[str],
+                                              tmp_path: pathlib.Path) -> None:
+    """`helm test` creates the test pod; its command (run here, as the pod would run it) gets 200 from
+    a real operator's /healthz and the test passes, and fails against a port nobody answers."""
+    release = f"t-{uuid.uuid4().hex[:6]}"
+    helm("install", release, str(CHART), "-n", namespace, "--set", "crds.enabled=false", "--set", "replicaCount=1",
+         "--set", "tests.timeoutSeconds=5", kubeconfig=kubeconfig)
+    operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path)
+    operator.start()
+    pod_path = f"/api/v1/namespaces/{namespace}/pods/{release}-oomtuner-test-healthz"
+    try:
+        for url, code, passes in ((f"http://127.0.0.1:{operator.liveness_port}/healthz", 0, True),
+                                  (f"http://127.0.0.1:{_free_port()}/healthz", 1, False)):
+            env = {"KUBECONFIG": kubeconfig, "HELM_CACHE_HOME": str(ROOT / ".pytest_cache" / "helm" / "cache"),
+                   "HELM_CONFIG_HOME": str(ROOT / ".pytest_cache" / "helm" / "config"),
+                   "HELM_DATA_HOME": str(ROOT / ".pytest_cache" / "helm" / "data")}
+            tester = subprocess.Popen([tool("helm"), "test", release, "-n", namespace, "--timeout", "2m"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+            try:
+                pod = kit.wait_for(lambda: (b := kube.get_or_none(pod_path)) and b.get("status", {}).get("phase") == "Running" and b,
+                                   timeout=60, what="the test pod, Running")
+                assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+                assert _finish_like_a_kubelet(kube, pod, args=pod["spec"]["containers"][0]["command"][4:], url=url) == code
+                output, _ = tester.communicate(timeout=150)
+            finally:
+                if tester.poll() is None:
+                    tester.kill()
+            assert (tester.returncode == 0) == passes, output
+            assert ("Phase:          Succeeded" if passes else "Phase:          Failed") in output, output
+    finally:
+        operator.stop()
+        helm("uninstall", release, "-n", namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)
 
 
 # ---- RBAC with the chart's own ServiceAccount token -----------------------------------------------
@@ -225,7 +359,7 @@ def release(kube: api.Client, kubeconfig: str, chart_crds: list[str]) -> Iterato
     rel = Release(name=f"rbac-{uuid.uuid4().hex[:6]}", namespace=f"chart-{uuid.uuid4().hex[:6]}")
     kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rel.namespace}})
     helm("install", rel.name, str(CHART), "-n", rel.namespace, "--set", "agent.enabled=true", "--set", "dashboard.web.enabled=true",
-         *agent_node_values(kube)[0],
+         *agent_node_values(kube)[0], "--set", "crds.enabled=false",
          "--wait", "--timeout", "3m", kubeconfig=kubeconfig, timeout=240)
     yield rel
     helm("uninstall", rel.name, "-n", rel.namespace, "--wait", kubeconfig=kubeconfig, timeout=180, check=False)

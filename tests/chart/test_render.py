@@ -154,18 +154,34 @@ def test_app_version_is_the_package_version_and_the_default_image_tag() -> None:
     assert re.search(rf"^ARG VERSION={re.escape(project['version'])}$", (ROOT / "Dockerfile").read_text(), re.M)
 
 
-def test_chart_crds_are_the_repository_crds_plus_kopf_peering() -> None:
-    top = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+def _rendered_crds(*sets: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in render(sets=list(sets)) if d["kind"] == "CustomResourceDefinition"}
+
+
+def test_chart_templates_render_exactly_the_repository_crds() -> None:
+    """oomtuner's CRDs are templates (so `helm upgrade` carries a schema change), rendered from the
+    same YAML as crds/ plus cert-manager's `helm.sh/resource-policy: keep`."""
+    top = {body["metadata"]["name"]: body for body in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob("*.yaml"))}
     assert top, "crds/ is empty"
-    for name, text in top.items():
-        assert chart.get(name) == text, f"deploy/helm/oomtuner/crds/{name} differs from crds/{name}: copy it"
-    extra = {name: yaml.safe_load(text) for name, text in chart.items() if name not in top}
+    rendered = _rendered_crds()
+    assert sorted(rendered) == sorted(top)
+    for name, body in rendered.items():
+        assert body["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}, name
+        assert body == top[name], f"the chart's template of {name} differs from crds/: run `make crds`"
+    assert all("annotations" not in b["metadata"] for b in _rendered_crds("crds.keep=false").values())
+    assert _rendered_crds("crds.enabled=false") == {}
+
+
+def test_chart_crds_folder_holds_only_kopf_peering() -> None:
+    """kopf's peering CRDs stay in the chart's crds/: Helm installs that folder before it checks the
+    templates, one of which is a ClusterKopfPeering (a template CRD would not be known by then)."""
+    extra = {p.name: yaml.safe_load(p.read_text()) for p in (CHART / "crds").glob("*.yaml")}
     assert sorted(extra) == ["kopf.dev_clusterkopfpeerings.yaml", "kopf.dev_kopfpeerings.yaml"]
     scopes = {body["metadata"]["name"]: (body["spec"]["group"], body["spec"]["scope"], body["spec"]["names"]["kind"])
               for body in extra.values()}
     assert scopes == {"clusterkopfpeerings.kopf.dev": ("kopf.dev", "Cluster", "ClusterKopfPeering"),
                       "kopfpeerings.kopf.dev": ("kopf.dev", "Namespaced", "KopfPeering")}
+    assert find(render(), "ClusterKopfPeering"), "the default install needs them before its templates"
 
 
 # ---- the operator Deployment ---------------------------------------------------------------------
@@ -207,9 +223,11 @@ def test_one_replica_runs_standalone_without_peering_objects() -> None:
 
 
 def test_two_releases_do_not_share_cluster_scoped_names() -> None:
-    names = [{(d["kind"], d["metadata"]["name"]) for d in render(ALL, release=r) if "namespace" not in d["metadata"]}
-             for r in ("first", "second")]
+    """Two releases in one cluster: the second with `crds.enabled=false` (only one release may own the CRDs)."""
+    names = [{(d["kind"], d["metadata"]["name"]) for d in render(ALL, release=r, sets=sets) if "namespace" not in d["metadata"]}
+             for r, sets in (("first", []), ("second", ["crds.enabled=false"]))]
     assert names[0] and not names[0] & names[1]
+    assert {kind for kind, _ in names[0] - names[1]} >= {"CustomResourceDefinition"}
 
 
 def test_operator_settings_become_flags_and_environment() -> None:
@@ -481,7 +499,12 @@ def _exported_metric_names() -> set[str]:
 
 def _dashboard() -> dict[str, Any]:
     docs = render(ALL)
-    return json.loads(one(docs, "ConfigMap", "oomtuner-dashboard")["data"]["oomtuner.json"])
+    board = json.loads(one(docs, "ConfigMap", "oomtuner-dashboard")["data"]["oomtuner.json"])
+    assert board == json.loads((CHART / "files" / "dashboard.json").read_text()), "the ConfigMap carries the file as it is"
+    return board
+
+
+VARIABLES = {"datasource", "job", "namespace", "workload"}
 
 
 def test_dashboard_panels_query_the_metrics_the_operator_exports() -> None:
@@ -492,10 +515,31 @@ def test_dashboard_panels_query_the_metrics_the_operator_exports() -> None:
     used = {m for e in exprs for m in re.findall(r"\boomtuner_[a-z_]+", e)}
     assert used <= exported, f"the dashboard queries metrics nobody exports: {used - exported}"
     for required in ("oomtuner_oom_kills_total", "oomtuner_recommendations", "oomtuner_patches_total",
-                     "oomtuner_detection_latency_seconds_bucket"):
+                     "oomtuner_detection_latency_seconds_bucket", "oomtuner_recommendation_memory_bytes"):
         assert required in used, required
-    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "job"}
+    assert {v["name"] for v in board["templating"]["list"]} == VARIABLES
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    titles = [p["title"] for p in board["panels"]]
+    assert "Memory limit: current vs recommended" in titles and "Memory request: current vs recommended" in titles
+
+
+def test_every_dashboard_variable_is_used_and_every_panel_uses_the_data_source() -> None:
+    board = _dashboard()
+    text = json.dumps([p["targets"] for p in board["panels"]] + [v.get("query") for v in board["templating"]["list"]])
+    for name in VARIABLES - {"datasource"}:
+        assert f"${name}" in text, f"variable {name} is used nowhere"
+    for p in board["panels"]:
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert all(t["datasource"] == p["datasource"] for t in p["targets"]), p["title"]
+    # Panels of the operator's kills follow the namespace and workload chosen.
+    for p in board["panels"]:
+        for t in p["targets"]:
+            if "oomtuner_oom_kills_total" in t["expr"] or "oomtuner_recommendation_memory_bytes" in t["expr"]:
+                assert 'namespace=~"$namespace"' in t["expr"] and 'workload=~"$workload"' in t["expr"], p["title"]
+    # No two panels overlap on Grafana's 24-column grid.
+    cells = [(x, y) for p in board["panels"] for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+             for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+    assert len(cells) == len(set(cells)) and max(x for x, _ in cells) < 24
 
 
 def _promtool() -> str:
@@ -507,17 +551,71 @@ def _promtool() -> str:
     return path
 
 
+# Grafana's variables as Grafana substitutes them before it sends a query.
+GRAFANA = {"$__rate_interval": "2m", "$__interval": "1m", "$__range": "1h", "$job": ".*", "$namespace": ".*", "$workload": ".*"}
+
+
+def _grafana(expr: str) -> str:
+    for name, value in sorted(GRAFANA.items(), key=lambda item: -len(item[0])):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a variable the test does not substitute: {expr}"
+    return expr
+
+
 def test_dashboard_queries_are_valid_promql(tmp_path: pathlib.Path) -> None:
+    """promtool parses every panel's query and every variable's selector (label_values' first argument)."""
     import subprocess
 
     promtool = _promtool()
-    exprs = [t["expr"] for p in _dashboard()["panels"] for t in p["targets"]]
-    # Grafana's variables, as Grafana substitutes them.
-    rules = [{"record": f"dashboard:panel{i}", "expr": e.replace("$__rate_interval", "2m").replace("$job", ".*")}
-             for i, e in enumerate(exprs)]
+    board = _dashboard()
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert found and variable["query"]["query"] == variable["definition"], variable["name"]
+            exprs.append(found.group(1))
+    rules = [{"record": f"dashboard:query{i}", "expr": _grafana(e)} for i, e in enumerate(exprs)]
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
+def test_dashboard_kill_counts_include_a_new_series_first_kill(tmp_path: pathlib.Path) -> None:
+    """promtool evaluates the dashboard's kill counts over made-up series: `cart` is born at its first
+    kill (no sample before it, as prometheus_client exposes a counter child at its first inc()), `web`
+    existed before. increase() alone misses cart's first kill; the dashboard's queries count it."""
+    import subprocess
+
+    promtool = _promtool()
+    panels = {p["title"]: p for p in _dashboard()["panels"]}
+    in_range = _grafana(panels["OOM kills in range"]["targets"][0]["expr"])
+    per_step = _grafana(panels["OOM kills by workload"]["targets"][0]["expr"])
+    kills = 'oomtuner_oom_kills_total{job="oomtuner-metrics",namespace="shop",workload="Deployment/%s",container="app",classification="Limit"}'
+
+    def labels(**extra: str) -> str:
+        return "{" + ", ".join(f'{k}="{v}"' for k, v in {"namespace": "shop", "container": "app",
+                                                           "classification": "Limit", **extra}.items()) + "}"
+
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump({"groups": []}))
+    tests = {"rule_files": ["none.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": kills % "cart", "values": "_x60 1 1 1 2 2"},
+                         {"series": kills % "web", "values": "5x60 6 6 6 6 6"}],
+        "promql_expr_test": [
+            {"expr": 'round(sum(increase(oomtuner_oom_kills_total[1h])))', "eval_time": "64m", "exp_samples": [{"value": 2}]},
+            {"expr": in_range, "eval_time": "64m", "exp_samples": [{"value": 3}]},
+            {"expr": per_step, "eval_time": "60m", "exp_samples": [
+                {"labels": labels(workload="Deployment/cart"), "value": 1},
+                {"labels": labels(workload="Deployment/web"), "value": 0}]},
+            {"expr": per_step, "eval_time": "63m", "exp_samples": [
+                {"labels": labels(workload="Deployment/cart"), "value": 1},
+                {"labels": labels(workload="Deployment/web"), "value": 0}]},
+        ],
+    }]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    done = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -641,11 +739,14 @@ def test_the_network_policy_lets_only_the_given_peers_reach_metrics() -> None:
     for policy, component in ((operator, "operator"), (agent, "agent")):
         assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
         assert policy["spec"]["policyTypes"] == ["Ingress"]
-        [rule] = policy["spec"]["ingress"]
+        rule, *test = policy["spec"]["ingress"]
         assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
         assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        # The operator also admits the release's `helm test` pod, on the liveness port only.
+        assert [r["ports"] for r in test] == ([[{"port": "liveness", "protocol": "TCP"}]] if component == "operator" else [])
     closed = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
-    assert closed["spec"]["ingress"] == []
+    assert [r["ports"] for r in closed["spec"]["ingress"]] == [[{"port": "liveness", "protocol": "TCP"}]]
+    assert one(render(sets=["networkPolicy.enabled=true", "agent.enabled=true"]), "NetworkPolicy", "oomtuner-agent")["spec"]["ingress"] == []
 
 
 def test_listeners_and_culprit_names_reach_the_command_line() -> None:
@@ -708,3 +809,109 @@ def test_web_dashboard_args_are_accepted_by_the_cli(monkeypatch: pytest.MonkeyPa
     ctx = _parse(c["args"], monkeypatch)
     assert ctx.params["allow_approve"] is True and ctx.params["refresh"] == 5 and ctx.params["top"] == 10
     assert ctx.params["port"] == c["ports"][0]["containerPort"] and ctx.params["root_path"] == "/oomtuner"
+
+
+# ---- chart habits ----------------------------------------------------------------------------------
+
+
+def test_image_registry_prefixes_every_image() -> None:
+    docs = render(ALL, sets=["image.registry=registry.example.com:5000/platform", "dashboard.web.enabled=true"])
+    images = {c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet", "Pod")
+              for c in (d["spec"]["template"]["spec"] if d["kind"] != "Pod" else d["spec"])["containers"]}
+    assert images == {"registry.example.com:5000/platform/oomtuner:0.1.0-test"}
+    digest = "sha256:" + "a" * 64
+    assert container(render(sets=["image.registry=ghcr.io/acme", f"image.digest={digest}"]), "Deployment")["image"] == \
+        f"ghcr.io/acme/oomtuner@{digest}"
+    done = template_text(sets=["image.registry=ghcr.io/acme/"], check=False)
+    assert done.returncode != 0 and "/image/registry" in done.stderr
+
+
+def test_every_pod_runs_on_linux_nodes_by_default() -> None:
+    docs = render(sets=["agent.enabled=true", "dashboard.web.enabled=true"])
+    for d in docs:
+        if d["kind"] in ("Deployment", "DaemonSet"):
+            assert d["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}, d["metadata"]["name"]
+    assert one(docs, "Pod")["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+def test_topology_spread_constraints_get_the_pods_own_selector() -> None:
+    spread = ["maxSkew=1", "topologyKey=topology.kubernetes.io/zone", "whenUnsatisfiable=ScheduleAnyway"]
+    sets = [f"topologySpreadConstraints[0].{s}" for s in spread] + [f"dashboard.web.topologySpreadConstraints[0].{s}" for s in spread]
+    sets += ["topologySpreadConstraints[1].maxSkew=2", "topologySpreadConstraints[1].topologyKey=kubernetes.io/hostname",
+             "topologySpreadConstraints[1].whenUnsatisfiable=DoNotSchedule",
+             "topologySpreadConstraints[1].labelSelector.matchLabels.team=platform", "dashboard.web.enabled=true"]
+    docs = render(sets=sets, release="spread")
+    operator, web = (one(docs, "Deployment", name) for name in ("spread-oomtuner", "spread-oomtuner-dashboard"))
+    zone, host = operator["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert zone["labelSelector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+    assert (zone["maxSkew"], zone["topologyKey"], zone["whenUnsatisfiable"]) == (1, "topology.kubernetes.io/zone", "ScheduleAnyway")
+    assert host["labelSelector"] == {"matchLabels": {"team": "platform"}}
+    [web_zone] = web["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert web_zone["labelSelector"]["matchLabels"] == web["spec"]["selector"]["matchLabels"]
+    assert "topologySpreadConstraints" not in container(render(), "Deployment")
+    assert "topologySpreadConstraints" not in one(render(), "Deployment")["spec"]["template"]["spec"]
+
+
+def test_helm_test_pod_asks_healthz_through_the_service() -> None:
+    docs = render(release="oomtuner")
+    pod = one(docs, "Pod", "oomtuner-test-healthz")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["automountServiceAccountToken"] is False
+    [c] = pod["spec"]["containers"]
+    assert c["command"][3] == "http://oomtuner-metrics.oomtuner-system.svc:8081/healthz" and c["command"][4] == "60"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    service = one(docs, "Service", "oomtuner-metrics")
+    assert {"name": "healthz", "port": 8081, "targetPort": "liveness", "protocol": "TCP"} in service["spec"]["ports"]
+    assert not find(render(sets=["tests.enabled=false"]), "Pod")
+    policy = one(render(sets=["networkPolicy.enabled=true"]), "NetworkPolicy", "oomtuner")
+    assert {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "oomtuner", "app.kubernetes.io/component": "test"}}}],
+            "ports": [{"port": "liveness", "protocol": "TCP"}]} in policy["spec"]["ingress"]
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://") and chart["sources"] and all(s.startswith("https://") for s in chart["sources"])
+    assert chart["maintainers"] and all(m["name"] for m in chart["maintainers"])
+    notes = chart["annotations"]
+    crds = {c["kind"]: c for c in yaml.safe_load(notes["artifacthub.io/crds"])}
+    rendered = {d["spec"]["names"]["kind"]: d for d in render() if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == set(rendered)
+    for kind, entry in crds.items():
+        assert entry["name"] == rendered[kind]["metadata"]["name"] and entry["version"] == rendered[kind]["spec"]["versions"][0]["name"]
+    examples = yaml.safe_load(notes["artifacthub.io/crdsExamples"])
+    assert {e["kind"] for e in examples} == set(rendered)
+    from oomtuner.api import policy, recommendation
+
+    for example in examples:  # the examples are valid objects
+        parse = {"OOMPolicy": policy.parse, "ClusterOOMPolicy": policy.parse_cluster}.get(example["kind"], recommendation.parse)
+        parse(example)
+    [image] = yaml.safe_load(notes["artifacthub.io/images"])
+    assert image["image"] == f"oomtuner:{chart['appVersion']}"
+    assert notes["artifacthub.io/operator"] == "true" and notes["artifacthub.io/license"] == "Apache-2.0"
+
+
+def _notes(tmp_path: pathlib.Path, *sets: str) -> str:
+    """NOTES.txt as helm renders it: `helm template` skips it, so a copy of the chart renders its text
+    into a ConfigMap through a named template."""
+    import shutil
+
+    copy = tmp_path / "oomtuner"
+    shutil.copytree(CHART, copy)
+    text = (copy / "templates" / "NOTES.txt").read_text()
+    (copy / "templates" / "_notes-under-test.tpl").write_text('{{- define "test.notes" -}}\n' + text + "{{- end }}\n")
+    (copy / "templates" / "notes-under-test.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "test.notes" . | quote }}\n')
+    args = ["template", "rel", str(copy), "--namespace", "ops", "--show-only", "templates/notes-under-test.yaml"]
+    for item in sets:
+        args += ["--set", item]
+    return str(yaml.safe_load(helm(*args).stdout)["data"]["notes"])
+
+
+def test_notes_point_at_commands_not_repository_paths(tmp_path: pathlib.Path) -> None:
+    for sets in ((), ("crds.keep=false",), ("crds.enabled=false",), ("dashboard.web.enabled=true",)):
+        notes = _notes(tmp_path / "-".join(sets or ("default",)), *sets)
+        assert not re.search(r"deploy/|crds/|hack/|\.yaml|\.py", notes), notes
+        assert "helm test rel --namespace ops" in notes and "kubectl get oomrecommendations -A" in notes
+    assert "DELETES them" in _notes(tmp_path / "nokeep", "crds.keep=false")
+    assert "helm.sh/resource-policy: keep" in _notes(tmp_path / "keep")
+

@@ -110,7 +110,8 @@ def dedicated_node(kube: api.Client, name: str, *, memory: str = "16Gi") -> str 
     kube.create("/api/v1/nodes", {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "annotations": {KWOK_ANNOTATION: "fake"},
-                     "labels": {"kubernetes.io/hostname": name, "type": "kwok", "oomtuner.dev/e2e": name}},
+                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                                "oomtuner.dev/e2e": name}},
         "spec": {"taints": [{"key": "oomtuner.dev/e2e", "value": name, "effect": "NoSchedule"}]},
         "status": {"capacity": {"cpu": "4", "memory": memory, "pods": "110"},
                    "allocatable": {"cpu": "4", "memory": memory, "pods": "110"}},

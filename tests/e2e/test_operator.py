@@ -370,6 +370,10 @@ def test_metrics_count_kills(kube: api.Client, core_v1: Any, operator: OperatorP
                 and f'namespace="{namespace}"' in line)
     assert 'classification="Limit"' in line and line.endswith(" 1.0")
     assert "oomtuner_detection_latency_seconds_count" in text
+    import platform
+
+    import oomtuner
+    assert f'oomtuner_build_info{{python="{platform.python_version()}",version="{oomtuner.__version__}"}} 1.0' in text
 
 
 def _patch_then_hold_back(kube: api.Client, core_v1: Any, namespace: str, *, cooldown: str) -> dict[str, Any]:
@@ -470,8 +474,16 @@ def test_a_deleted_recommendation_comes_back_with_the_next_kill(kube: api.Client
     first, second = kit.running_pods(kube, namespace, "web", count=2)[:2]
     _kill(core_v1, namespace, first)
     kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
+    # The recommendation's memory is a series of the operator's /metrics, as long as it exists.
+    limit = (f'oomtuner_recommendation_memory_bytes{{container="app",namespace="{namespace}",resource="limit",'
+             'value="recommended",workload="Deployment/web"}')
+    kit.wait_for(lambda: any(line.startswith(limit) and float(line.rsplit(" ", 1)[1]) == 384 * 1024 * 1024
+                             for line in operator.metrics().splitlines()), what="the recommendation's memory series")
     kube.delete(f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations/deployment-web")
     kit.wait_for(lambda: kit.recommendation(kube, namespace, "deployment-web") is None, what="the deletion")
+    kit.wait_for(lambda: f'namespace="{namespace}"' not in "\n".join(
+        line for line in operator.metrics().splitlines() if line.startswith("oomtuner_recommendation_memory_bytes{")),
+        what="the deleted recommendation's series to go")
     _kill(core_v1, namespace, second)
     rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: (r.get("status") or {}).get("totalKills") == 1)
     assert rec["status"]["kills"][0]["pod"] == second["metadata"]["name"]

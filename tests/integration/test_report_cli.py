@@ -60,3 +60,43 @@ def test_report_without_a_cluster_is_one_line(tmp_path: Any) -> None:
     result = CliRunner().invoke(cli.main, ["report", "--kubeconfig", str(missing)])
     assert result.exit_code == 2
     assert "kubeconfig" in result.output and "Traceback" not in result.output
+
+
+def test_kubectl_oomtuner_report_sets_the_recommendations_count_beside_the_pods(
+        kube: api.Client, core_v1: Any, kubeconfig: str, namespace: str) -> None:  # noqa: F811
+    """Through kubectl's plugin mechanism (the package's `kubectl-oomtuner` on PATH): a workload whose
+    OOMRecommendation recorded 16 kills while its pod shows one."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from oomtuner_lab import binaries
+
+    dep = kube.create(f"/apis/apps/v1/namespaces/{namespace}/deployments", kit.deployment("web"))
+    pod = kit.running_pods(kube, namespace, "web")[0]
+    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
+    recs = f"/apis/oomtuner.dev/v1alpha1/namespaces/{namespace}/oomrecommendations"
+    rec = kube.create(recs, {
+        "apiVersion": "oomtuner.dev/v1alpha1", "kind": "OOMRecommendation",
+        "metadata": {"name": "deployment-web", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": dep["metadata"]["uid"]}]},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}})
+    rec["status"] = {"phase": "Applied", "totalKills": 16, "containers": [{"name": "app", "oomKills": 16}]}
+    kube.replace(f"{recs}/deployment-web/status", rec)
+
+    kubectl = binaries.path("kubectl")
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run([str(kubectl), "oomtuner", "report", "-n", namespace, "-o", "json", "--prometheus-url="],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)["workloads"]
+    assert entry["recommendation"] == {"name": "deployment-web", "phase": "Applied", "totalKills": 16}
+    [app] = entry["containers"]
+    assert (app["kills"], app["recordedKills"]) == (1, 16)
+    table = subprocess.run([str(kubectl), "oomtuner", "report", "-n", namespace, "--prometheus-url="],
+                           capture_output=True, text=True, env=env, timeout=60)
+    row = next(line for line in table.stdout.splitlines() if "Deployment/web" in line)
+    assert row.split()[3:5] == ["16", "1"] and "RECORDED: kills counted in the workload's OOMRecommendation" in table.stdout
+    usage = subprocess.run([str(kubectl), "oomtuner", "approve"], capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 2 and "kubectl oomtuner approve" in usage.stderr

@@ -360,3 +360,44 @@ def test_loop_survives_a_failing_poll(caplog: pytest.LogCaptureFixture) -> None:
     assert broken.calls >= 3
     assert sample("oomtuner_agent_poll_errors_total") >= before + 3
     assert "poll failed" in caplog.text
+
+
+def test_a_pods_series_go_when_the_pod_is_gone(tmp_path: pathlib.Path) -> None:
+    """Pod churn does not pile up series: once a pod's cgroups are gone from the node (and no report of
+    it waits), its series leave the kill metric; the pods still there keep theirs."""
+    base = trees.hierarchy(tmp_path, "v2")
+    gone_uid, kept_uid = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+    paths, pods = {}, []
+    for name, uid in (("churn-gone", gone_uid), ("churn-kept", kept_uid)):
+        cid = trees.new_container_id()
+        pod_dir = trees.pod_dir(base / "kubepods.slice", driver="systemd", qos="burstable", uid=uid)
+        paths[name] = trees.write_container(trees.container_dir(pod_dir, driver="systemd", container_id=cid), version="v2",
+                                            oom_kill=0, limit=64 * MIB)
+        pods.append(core.parse_pod(pod_body(name=name, uid=uid, app_id=cid)))
+    poller = watcher.Watcher(root=tmp_path)
+    sender = reporter.Reporter(resolver=reporter.FixedPods(pods), sink=reporter.RecordedEvents(), node_name="node-a")
+    loop.tick(poller=poller, sender=sender, now=T0)
+    for path in paths.values():
+        trees.write_container(path, version="v2", oom_kill=1, limit=64 * MIB)
+    loop.tick(poller=poller, sender=sender, now=T0 + SECOND)
+    assert (kills_metric("churn-gone"), kills_metric("churn-kept")) == (1.0, 1.0)
+    assert poller.pod_uids == {gone_uid, kept_uid}
+
+    import shutil
+
+    shutil.rmtree(paths["churn-gone"].parent)  # the pod's cgroup directory, as the kubelet removes it
+    loop.tick(poller=poller, sender=sender, now=T0 + 2 * SECOND)
+    assert poller.pod_uids == {kept_uid}
+    names = {s.labels.get("pod") for family in metrics.REGISTRY.collect() for s in family.samples
+             if s.name == "oomtuner_agent_oom_kills_total"}
+    assert "churn-gone" not in names and "churn-kept" in names
+    assert kills_metric("churn-kept") == 1.0
+
+
+def test_a_gone_pod_with_a_waiting_report_keeps_its_series() -> None:
+    failing = reporter.Reporter(resolver=reporter.FixedPods([core.parse_pod(pod_body(name="waits-0", app_id="c" * 64))]),
+                                sink=FlakySink(failures=100), node_name="node-a")
+    failing.submit([increase("c" * 64)])
+    failing.deliver(now=T0)
+    assert kills_metric("waits-0") == 1.0 and failing.pending == 1
+    assert failing.forget_gone_pods(frozenset()) == 0 and kills_metric("waits-0") == 1.0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any, Iterator
 
+import pytest
 import yaml
 
 from oomtuner import crdgen
@@ -78,12 +80,58 @@ def test_policy_schema_validations() -> None:
     assert any("self.memory.settle.after.matches('[1-9]')" in r for r in rules)
 
 
-def test_chart_crds_match_when_the_chart_exists() -> None:
-    chart = ROOT / "deploy" / "helm" / "oomtuner" / "crds"
-    if not chart.exists():
-        return
-    for path in (ROOT / "crds").glob("*.yaml"):
-        assert (chart / path.name).read_text() == path.read_text(), f"chart crds/{path.name} differs"
+def test_chart_templates_are_the_crds_generated() -> None:
+    """The chart's templates/crds/ are what `oomtuner crds --chart` writes (tests/chart renders them
+    with helm and compares them with crds/); its crds/ folder keeps only kopf's peering CRDs."""
+    chart = ROOT / "deploy" / "helm" / "oomtuner"
+    on_disk = {p.name: p.read_text() for p in (chart / crdgen.CHART_TEMPLATES).glob("*.yaml")}
+    assert on_disk == crdgen.chart_templates(), "run `make crds` to regenerate the chart's templates/crds/"
+    assert not set(on_disk) & {p.name for p in (chart / "crds").glob("*.yaml")}, "a CRD in both crds/ and templates/"
+
+
+def test_chart_template_wraps_the_file_and_refuses_template_actions() -> None:
+    text = crdgen.render()[f"{crd.policy.GROUP}_{crd.policy.PLURAL}.yaml"]
+    template = crdgen.chart_template(text)
+    assert template.startswith("{{- if .Values.crds.enabled }}\n") and template.endswith("{{- end }}\n")
+    assert "    helm.sh/resource-policy: keep\n" in template
+    for bad in ("metadata:\n  name: a{{ x }}\n", "kind: X\n"):
+        with pytest.raises(ValueError):
+            crdgen.chart_template(bad)
+
+
+def _fields(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field of a schema (what `kubectl explain` lists), with its path."""
+    for key, sub in (node.get("properties") or {}).items():
+        yield f"{path}.{key}", sub
+        yield from _fields(sub, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        yield from _fields(node["items"], f"{path}[]")
+
+
+def test_every_field_has_a_description() -> None:
+    """`kubectl explain oomrecommendation.status.kills` says what each field is: a new field needs a
+    description (pydantic's Field(description=...), or the model's docstring)."""
+    missing = []
+    for name, body in crd.definitions().items():
+        schema = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert schema.get("description"), name
+        # metadata may hold nothing but its type (the API server describes ObjectMeta itself).
+        missing += [f"{name}: {path}" for path, node in _fields(schema)
+                    if path != ".metadata" and not str(node.get("description") or "").strip()]
+    assert not missing, "\n".join(missing)
+
+
+def test_times_are_date_time() -> None:
+    """Every time field is declared `format: date-time`, which the API server checks on write."""
+    times = []
+    for name, body in crd.definitions().items():
+        schema = body["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _fields(schema):
+            leaf = path.rsplit(".", 1)[-1]
+            if leaf in ("at", "lastTransitionTime") or (leaf.endswith("At") and node.get("type") == "string"):
+                times.append(path)
+                assert node.get("format") == "date-time", f"{name}{path}: {node}"
+    assert {".status.kills[].at", ".status.appliedAt", ".status.nextAttemptAt", ".status.changes[].at"} <= set(times)
 
 
 def test_crd_yaml_parses() -> None:

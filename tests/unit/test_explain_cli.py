@@ -75,6 +75,14 @@ def test_json_contract(tmp_path: pathlib.Path) -> None:
     assert rec["reason"]
 
 
+def test_yaml_output_is_the_json_contract(tmp_path: pathlib.Path) -> None:
+    path = _write(tmp_path, "pod.json", _pod())
+    as_json = _run(["explain", "-f", path, "--node-memory", "16Gi", "-o", "json"])
+    as_yaml = _run(["explain", "-f", path, "--node-memory", "16Gi", "-o", "yaml"])
+    assert as_yaml.exit_code == 0, as_yaml.output
+    assert yaml.safe_load(as_yaml.output) == json.loads(as_json.output)
+
+
 def test_list_yaml_and_stdin(tmp_path: pathlib.Path) -> None:
     doc = {"apiVersion": "v1", "kind": "List", "items": [_pod("a"), _pod("b", limit=None, request=None)]}
     result = _run(["explain", "-f", "-", "-o", "json"], stdin=yaml.safe_dump(doc))

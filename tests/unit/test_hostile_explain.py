@@ -464,7 +464,7 @@ FLAGS: list[tuple[str, list[str], int, str | None]] = [
     ("no-command", [], 0, None),
     ("unknown-command", ["explode"], 2, "No such command 'explode'"),
     ("explain-without-file", ["explain"], 2, "Missing option '-f'"),
-    ("explain-bad-output", ["explain", "-f", "x", "-o", "yaml"], 2, "'yaml' is not one of"),
+    ("explain-bad-output", ["explain", "-f", "x", "-o", "xml"], 2, "'xml' is not one of"),
     ("explain-unknown-flag", ["explain", "-f", "x", "--frobnicate"], 2, "No such option '--frobnicate'"),
     ("explain-flag-without-value", ["explain", "-f"], 2, "requires an argument"),
     ("node-memory-12Qi", ["explain", "-f", "POD", "--node-memory", "12Qi"], 2, "--node-memory: invalid quantity"),

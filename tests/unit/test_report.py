@@ -43,7 +43,7 @@ class FakeClient:
         if path == "/api/v1/pods":
             return [_pod("big", "4Gi"), _pod("greedy", "128Mi"), _pod("quiet", "256Mi"),
                     _pod("agent", "64Mi", namespace="ops", node="n2")]
-        assert path == "/api/v1/events", path
+        assert path in ("/api/v1/events", "/apis/oomtuner.dev/v1alpha1/oomrecommendations"), path
         return []
 
 
@@ -190,3 +190,61 @@ def test_a_bad_prometheus_setting_is_one_line(offline: None) -> None:
     result = _report("--prometheus-timeout", "soon")
     assert result.exit_code == 2 and "--prometheus-timeout" in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- kills the recommendation recorded, beside those the pods show ----------------------------------
+
+
+def _rec(kind: str, name: str, *, uid: str, total: int, containers: dict[str, int], namespace: str = "shop") -> Any:
+    from oomtuner.api import recommendation
+
+    return recommendation.read({
+        "metadata": {"name": f"{kind.lower()}-{name}", "namespace": namespace,
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid}]},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name}},
+        "status": {"phase": "Applied", "totalKills": total, "containers": [
+            {"name": c, "oomKills": n, "classification": "Limit", "current": {"request": "128Mi", "limit": "256Mi"},
+             "lastOOMAt": "2026-01-05T11:00:00Z"} for c, n in containers.items()]}})
+
+
+def _seen(name: str, uid: str, kills: int) -> dict[str, Any]:
+    return {"namespace": "shop", "workload": f"Deployment/{name}", "uid": uid, "containers": [
+        {"name": "app", "type": "container", "kills": kills, "classifications": ["Limit"], "request": 1, "limit": 2,
+         "lastKill": None, "qosClass": "Burstable", "oomScoreAdj": 990}]}
+
+
+def test_the_recommendations_count_stands_beside_the_pods_count() -> None:
+    result = report.with_recorded_kills(
+        [_seen("web", "uid-web", 8)],
+        [_rec("Deployment", "web", uid="uid-web", total=16, containers={"app": 16}),
+         # Gone from every pod status, remembered by its recommendation only.
+         _rec("Deployment", "old", uid="uid-old", total=3, containers={"app": 3, "idle": 0}),
+         # No kills: not listed.
+         _rec("Deployment", "calm", uid="uid-calm", total=0, containers={"app": 0})])
+    web, old = (next(w for w in result if w["workload"] == f"Deployment/{n}") for n in ("web", "old"))
+    assert [w["workload"] for w in result] == ["Deployment/old", "Deployment/web"]
+    assert web["recommendation"] == {"name": "deployment-web", "phase": "Applied", "totalKills": 16}
+    assert (web["containers"][0]["kills"], web["containers"][0]["recordedKills"]) == (8, 16)
+    assert "uid" not in web
+    assert [(c["name"], c["kills"], c["recordedKills"]) for c in old["containers"]] == [("app", 0, 3)]
+    assert old["containers"][0]["limit"] == 256 * MI and old["containers"][0]["lastKill"] == "2026-01-05T11:00:00Z"
+    table = report.render_table({**report.collect(FakeClient(), namespace=None, now=NOW), "workloads": result})  # type: ignore[arg-type]
+    header, web_row = table.splitlines()[0], next(line for line in table.splitlines() if "Deployment/web" in line)
+    assert header.split()[3:5] == ["RECORDED", "IN"] and web_row.split()[3:5] == ["16", "8"]
+    assert report.RECORDED_LEGEND in table
+
+
+def test_a_recommendation_that_is_not_the_workloads_own_is_not_counted() -> None:
+    result = report.with_recorded_kills([_seen("web", "uid-web", 2)],
+                                        [_rec("Deployment", "web", uid="uid-forged", total=99, containers={"app": 99})])
+    assert result[0]["recommendation"] is None and result[0]["containers"][0]["recordedKills"] is None
+
+
+def test_report_prints_yaml_and_takes_all_namespaces(offline: None) -> None:
+    import yaml
+
+    done = CliRunner().invoke(cli.main, ["report", "-A", "-o", "yaml", "--prometheus-url="])
+    assert done.exit_code == 0, done.output
+    assert {"workloads", "nodes", "ranking"} <= set(yaml.safe_load(done.stdout))
+    done = CliRunner().invoke(cli.main, ["report", "-A", "-n", "shop"])
+    assert done.exit_code == 2 and "--namespace and --all-namespaces exclude each other" in done.output

@@ -36,6 +36,7 @@ def tick(*, poller: watcher.Watcher, sender: reporter.Reporter, now: datetime.da
         )
     sender.submit(increases)
     sender.deliver(now=now)
+    sender.forget_gone_pods(poller.pod_uids)
     metrics.CGROUPS_WATCHED.set(poller.watched)
     metrics.LAST_POLL.set(now.timestamp())
     return increases

@@ -11,7 +11,9 @@ A kill may come before the pod status names its container (a worker killed in th
 second) or while the API server is unreachable. Such a report waits and is retried on every poll, for
 `give_up_after`; then it is dropped with a warning and counted in
 `oomtuner_agent_unattributed_oom_kills_total` (or, for an event that could not be posted,
-`oomtuner_agent_event_errors_total`). The kill metric is counted once, as soon as the pod is known.
+`oomtuner_agent_event_errors_total`). The kill metric is counted once, as soon as the pod is known,
+and its series of a pod are removed once the pod is gone from the node (its cgroups are gone, and no
+report of it waits), so pod churn does not pile series up.
 
 Events are named `<pod>.<container id[:12]>.<counter>`, so a retried create after a lost answer
 gets 409 AlreadyExists instead of a second event, and the operator can tell the kills apart.
@@ -248,6 +250,8 @@ class Reporter:
         self.node_name = node_name
         self.give_up_after = give_up_after
         self._pending: list[_Pending] = []
+        # Pod UID → the label values of its series in the kill metric.
+        self._series: dict[str, set[tuple[str, str, str]]] = {}
 
     @property
     def pending(self) -> int:
@@ -311,8 +315,21 @@ class Reporter:
             if item.ref is None:
                 item.ref = self.resolver.lookup(item.increase.cgroup.container_id)
 
+    def forget_gone_pods(self, present: frozenset[str]) -> int:
+        """Remove the kill metric's series of the pods not in `present` (the pod UIDs whose cgroups are
+        on the node) that no waiting report names. Returns how many series went."""
+        waiting = {item.increase.cgroup.pod_uid for item in self._pending}
+        removed = 0
+        for uid in [uid for uid in self._series if uid not in present and uid not in waiting]:
+            for labels in self._series.pop(uid):
+                metrics.OOM_KILLS.remove(*labels)
+                removed += 1
+        return removed
+
     def _count(self, ref: ContainerRef, increase: watcher.Increase) -> None:
         metrics.OOM_KILLS.labels(namespace=ref.namespace, pod=ref.pod, container=ref.container).inc(increase.new_kills)
+        # By the cgroup's pod UID, the one the watcher sees (a static pod's mirror has another).
+        self._series.setdefault(increase.cgroup.pod_uid, set()).add((ref.namespace, ref.pod, ref.container))
         limit = increase.counters.limit
         logger.warning(
             "OOM kill of a process in %s/%s container %s: %d new, oom_kill counter %d, memory limit %s, "

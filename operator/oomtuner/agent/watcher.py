@@ -89,6 +89,8 @@ class Watcher:
         self.root = root
         self.state_path = state_dir / STATE_FILE if state_dir is not None else None
         self._seen: dict[str, _Seen] = {}
+        # The pod UIDs of the container cgroups the last poll found: a pod not among them is gone from the node.
+        self.pod_uids: frozenset[str] = frozenset()
         # Whether a cgroup we have not seen yet was born after we last looked (baseline 0).
         self._looked = False
         self._dirty = False
@@ -107,8 +109,10 @@ class Watcher:
         """Read every container cgroup once; return the rises since the last poll, sorted by cgroup."""
         increases: list[Increase] = []
         present: set[str] = set()
+        pods: set[str] = set()
         for cgroup in cgroups.discover(self.root):
             present.add(cgroup.key)
+            pods.add(cgroup.pod_uid)
             counters = cgroups.read_counters(cgroup.path)
             if counters is None:
                 continue  # vanishing, or unreadable this time: keep the last value, if any
@@ -141,6 +145,7 @@ class Watcher:
         for key in set(self._seen) - present:
             del self._seen[key]
             self._dirty = True
+        self.pod_uids = frozenset(pods)
         self._looked = True
         self._save()
         return increases

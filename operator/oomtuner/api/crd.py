@@ -82,6 +82,7 @@ def _conditions_schema() -> dict[str, Any]:
     """metav1.Condition's schema and bounds (type 316, reason 1024, message 32768 characters)."""
     return {
         "type": "array",
+        "description": "The latest observations of the object's state, one per type.",
         "nullable": True,
         "maxItems": types.MAX_CONDITIONS,
         "x-kubernetes-list-type": "map",
@@ -90,12 +91,15 @@ def _conditions_schema() -> dict[str, Any]:
             "type": "object",
             "required": ["type", "status"],
             "properties": {
-                "type": {"type": "string", "maxLength": 316},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "reason": {"type": "string", "maxLength": types.SHORT_TEXT},
-                "message": {"type": "string", "maxLength": 32768},
-                "lastTransitionTime": {"type": "string", "format": "date-time", "nullable": True},
-                "observedGeneration": {"type": "integer", "nullable": True},
+                "type": {"type": "string", "maxLength": 316, "description": "The condition's type, e.g. Ready or Applied."},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"], "description": "True, False or Unknown."},
+                "reason": {"type": "string", "maxLength": types.SHORT_TEXT,
+                           "description": "Why the condition is so, as one CamelCase word."},
+                "message": {"type": "string", "maxLength": 32768, "description": "Why the condition is so, in words."},
+                "lastTransitionTime": {"type": "string", "format": "date-time", "nullable": True,
+                                       "description": "When the status last changed."},
+                "observedGeneration": {"type": "integer", "nullable": True,
+                                       "description": "The spec generation the condition was set for."},
             },
         },
     }
@@ -109,9 +113,9 @@ def _top_schema(spec: type[pydantic.BaseModel], status: type[pydantic.BaseModel]
         "type": "object",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": "The versioned schema of this object: oomtuner.dev/v1alpha1."},
+            "kind": {"type": "string", "description": "The object's kind."},
+            "metadata": {"type": "object"},  # the API server allows nothing else here
             "spec": schema_of(spec),
             "status": status_schema,
         },

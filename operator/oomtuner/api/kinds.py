@@ -65,6 +65,21 @@ KINDS: dict[str, WorkloadKind] = {k.kind: k for k in _ALL}
 KIND_PATTERN = "^(" + "|".join(k.kind for k in _ALL) + ")$"
 
 
+# kubectl's short names of the kinds (`kubectl api-resources`).
+_SHORT_NAMES = {"deploy": DEPLOYMENT, "sts": STATEFUL_SET, "ds": DAEMON_SET, "rs": REPLICA_SET, "cj": CRON_JOB, "po": POD}
+
+
+def named(word: str) -> WorkloadKind | None:
+    """The kind a user named as kubectl takes it: `Deployment`, `deployment`, `deployments`, `deploy`,
+    or with its group (`deployments.apps`); None for a name that is no workload kind."""
+    word = word.lower()
+    for k in _ALL:
+        names = {k.kind.lower(), k.plural} | {short for short, kind in _SHORT_NAMES.items() if kind == k.kind}
+        if word in names or (k.group and word in {f"{n}.{k.group}" for n in names}):
+            return k
+    return None
+
+
 def get(kind: str) -> WorkloadKind:
     """The kind's entry; raises KeyError for a kind the operator does not know."""
     return KINDS[kind]

@@ -19,11 +19,16 @@ PLURAL = "oompolicies"
 
 
 class LabelSelectorRequirement(pydantic.BaseModel):
+    """One rule of a label selector: a key, an operator and, for In and NotIn, values."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    key: str = pydantic.Field(min_length=1, max_length=types.LABEL_KEY)
-    operator: str = pydantic.Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$", max_length=16)
-    values: list[types.LabelName] | None = pydantic.Field(default=None, max_length=types.MAX_VALUES)
+    key: str = pydantic.Field(min_length=1, max_length=types.LABEL_KEY, description="The label key the rule is about.")
+    operator: str = pydantic.Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$", max_length=16,
+                                   description="In, NotIn, Exists or DoesNotExist.")
+    values: list[types.LabelName] | None = pydantic.Field(
+        default=None, max_length=types.MAX_VALUES,
+        description="The label values for In and NotIn (at least one); empty for Exists and DoesNotExist.")
 
 
 class LabelSelector(pydantic.BaseModel):
@@ -32,9 +37,12 @@ class LabelSelector(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     matchLabels: dict[Annotated[str, pydantic.Field(max_length=types.LABEL_KEY)], types.LabelName] | None = pydantic.Field(
-        default=None, json_schema_extra={"maxProperties": types.MAX_LABELS}
+        default=None, json_schema_extra={"maxProperties": types.MAX_LABELS},
+        description="Labels the pod template must carry, each with this value.",
     )
-    matchExpressions: list[LabelSelectorRequirement] | None = pydantic.Field(default=None, max_length=types.MAX_EXPRESSIONS)
+    matchExpressions: list[LabelSelectorRequirement] | None = pydantic.Field(
+        default=None, max_length=types.MAX_EXPRESSIONS,
+        description="Rules the pod template's labels must all meet, in addition to matchLabels.")
 
     @pydantic.field_validator("matchLabels")
     @classmethod
@@ -111,6 +119,8 @@ class MemorySettings(pydantic.BaseModel):
 
 
 class PrometheusSettings(pydantic.BaseModel):
+    """How usage history is read from Prometheus (when the operator has one)."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
     lookback: types.Duration = pydantic.Field(
@@ -119,6 +129,8 @@ class PrometheusSettings(pydantic.BaseModel):
 
 
 class OOMPolicySpec(pydantic.BaseModel):
+    """How far oomtuner may go for the workloads this policy selects in its namespace."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
     selector: LabelSelector | None = pydantic.Field(
@@ -138,19 +150,23 @@ class OOMPolicySpec(pydantic.BaseModel):
         description="When a VerticalPodAutoscaler (updateMode not Off) also sizes the workload: Conflict patches "
         "nothing and says so; RaiseMinAllowed raises the VPA's minAllowed.memory for the container instead.",
     )
-    memory: MemorySettings = pydantic.Field(default_factory=MemorySettings)
+    memory: MemorySettings = pydantic.Field(
+        default_factory=MemorySettings, description="How a memory recommendation is computed, capped and settled.")
     cooldown: types.Duration = pydantic.Field(
         default="10m", description="The least time between two patches of one workload."
     )
-    prometheus: PrometheusSettings = pydantic.Field(default_factory=PrometheusSettings)
+    prometheus: PrometheusSettings = pydantic.Field(
+        default_factory=PrometheusSettings, description="How usage history is read from Prometheus.")
 
 
 class OOMPolicyStatus(pydantic.BaseModel):
+    """What the operator made of the policy. Written by the operator only."""
+
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    observedGeneration: int | None = None
+    observedGeneration: int | None = pydantic.Field(default=None, description="The spec generation this status describes.")
     conditions: list[types.Condition] | None = pydantic.Field(default=None, max_length=types.MAX_CONDITIONS)
-    matchedWorkloads: int | None = None
+    matchedWorkloads: int | None = pydantic.Field(default=None, description="The workloads of the namespace this policy governs, when it was last read.")
 
 
 class OOMPolicy(pydantic.BaseModel):
@@ -178,6 +194,8 @@ class ClusterOOMPolicySpec(OOMPolicySpec):
 
 
 class ClusterOOMPolicyStatus(OOMPolicyStatus):
+    """Written by the operator: whether the policy is valid, and how many namespaces it selects."""
+
     matchedNamespaces: int | None = pydantic.Field(default=None, description="Namespaces the namespaceSelector selects.")
 
 

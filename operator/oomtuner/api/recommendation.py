@@ -28,42 +28,54 @@ ID = types.UID + types.LABEL + 256
 
 
 class TargetRef(pydantic.BaseModel):
+    """The workload this recommendation is for, in the recommendation's namespace."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    apiVersion: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
-    kind: str = pydantic.Field(pattern=kinds.KIND_PATTERN, max_length=16)
-    name: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN)
+    apiVersion: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN, description="The workload's apiVersion, e.g. apps/v1.")
+    kind: str = pydantic.Field(pattern=kinds.KIND_PATTERN, max_length=16, description="The workload's kind, e.g. Deployment.")
+    name: str = pydantic.Field(min_length=1, max_length=types.SUBDOMAIN, description="The workload's name.")
 
 
 class OOMRecommendationSpec(pydantic.BaseModel):
+    """The workload, and the user's approval. Written by the operator when it creates the object;
+    users set only `approved`."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    targetRef: TargetRef
+    targetRef: TargetRef = pydantic.Field(description="The workload this recommendation is for, in its namespace.")
     approved: bool | None = pydantic.Field(
         default=None, description="Set to true to apply this recommendation once."
     )
 
 
 class Resources(pydantic.BaseModel):
+    """A container's memory request and limit; unset when the container has none."""
+
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    request: types.Quantity | None = None
-    limit: types.Quantity | None = None
+    request: types.Quantity | None = pydantic.Field(default=None, description="The memory request, a quantity such as 256Mi.")
+    limit: types.Quantity | None = pydantic.Field(default=None, description="The memory limit, a quantity such as 512Mi.")
 
 
 class ContainerStatus(pydantic.BaseModel):
+    """One container of the workload: its memory now and recommended, and why."""
+
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    name: types.LabelName
-    type: types.ContainerType = types.ContainerType.CONTAINER
-    current: Resources = pydantic.Field(default_factory=Resources)
-    recommended: Resources = pydantic.Field(default_factory=Resources)
+    name: types.LabelName = pydantic.Field(description="The container's name in the pod template.")
+    type: types.ContainerType = pydantic.Field(
+        default=types.ContainerType.CONTAINER, description="container, init, sidecar (an init container that keeps running) or ephemeral.")
+    current: Resources = pydantic.Field(default_factory=Resources, description="The memory the pod template has now.")
+    recommended: Resources = pydantic.Field(default_factory=Resources, description="The memory oomtuner recommends.")
     classification: types.Classification = types.Classification.UNKNOWN
     phase: types.Phase = types.Phase.PENDING
-    oomKills: int = 0
-    lastOOMAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
-    reason: str = pydantic.Field(default="", max_length=types.NOTES)
-    cappedBy: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT)
+    oomKills: int = pydantic.Field(default=0, description="OOM kills of this container counted so far.")
+    lastOOMAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                           description="When it was last OOM-killed.")
+    reason: str = pydantic.Field(default="", max_length=types.NOTES, description="The arithmetic behind the recommendation, one clause per rule.")
+    cappedBy: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT,
+                                          description="The cap the recommendation stopped at (policy maxLimit, LimitRange, quota, node), if any.")
     settled: bool = pydantic.Field(
         default=False,
         description="The recommended memory settles a raise of the operator's own: lower than what it raised it to.",
@@ -77,32 +89,39 @@ class Culprit(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    namespace: types.LabelName | None = None
-    pod: types.Name | None = None
-    container: types.LabelName | None = None
+    namespace: types.LabelName | None = pydantic.Field(
+        default=None, description="Its namespace (withheld when another namespace's culprits are not named here).")
+    pod: types.Name | None = pydantic.Field(default=None, description="Its pod (withheld like the namespace).")
+    container: types.LabelName | None = pydantic.Field(default=None, description="Its container (withheld like the namespace).")
     usage: types.Quantity | None = pydantic.Field(default=None, description="Its peak working set near the kill.")
     request: types.Quantity | None = pydantic.Field(default=None, description="Its memory request.")
     reason: str = pydantic.Field(default="", max_length=types.SENTENCE, description="The evidence, or why no culprit is named.")
 
 
 class Kill(pydantic.BaseModel):
+    """One OOM kill with its evidence."""
+
     model_config = pydantic.ConfigDict(extra="ignore")
 
     id: str = pydantic.Field(max_length=ID, description="The kill's identity, used to count it once.")
-    pod: types.Name
-    podUID: str | None = pydantic.Field(default=None, max_length=types.UID)
-    container: types.LabelName
-    containerType: types.ContainerType = types.ContainerType.CONTAINER
-    node: types.Name | None = None
-    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
-    restartCount: int = 0
-    limitAtKill: types.Quantity | None = None
-    requestAtKill: types.Quantity | None = None
-    qosClass: types.QOSClass | None = None
-    oomScoreAdj: int | None = None
+    pod: types.Name = pydantic.Field(description="The pod whose container was killed.")
+    podUID: str | None = pydantic.Field(default=None, max_length=types.UID, description="That pod's UID.")
+    container: types.LabelName = pydantic.Field(description="The container that was killed.")
+    containerType: types.ContainerType = pydantic.Field(
+        default=types.ContainerType.CONTAINER, description="container, init, sidecar or ephemeral.")
+    node: types.Name | None = pydantic.Field(default=None, description="The node the pod ran on.")
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                    description="When the container died (the kubelet's finishedAt, or when the agent saw it).")
+    restartCount: int = pydantic.Field(default=0, description="The container's restart count after the kill.")
+    limitAtKill: types.Quantity | None = pydantic.Field(default=None, description="The container's memory limit when it was killed.")
+    requestAtKill: types.Quantity | None = pydantic.Field(default=None, description="The container's memory request when it was killed.")
+    qosClass: types.QOSClass | None = pydantic.Field(default=None, description="The pod's QoS class: Guaranteed, Burstable or BestEffort.")
+    oomScoreAdj: int | None = pydantic.Field(
+        default=None, description="The oom_score_adj the kubelet gave the container (unknown for Burstable without the node's memory).")
     classification: types.Classification = types.Classification.UNKNOWN
-    reason: str = pydantic.Field(default="", max_length=types.SENTENCE)
-    startedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
+    reason: str = pydantic.Field(default="", max_length=types.SENTENCE, description="Why it was classified so, in words.")
+    startedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                           description="When the killed container instance had started.")
     stale: bool = pydantic.Field(
         default=False,
         description="Killed below the memory the workload already had (an old pod during a rollout, a late "
@@ -122,7 +141,8 @@ class ChildKillsCounted(pydantic.BaseModel):
 
     containerID: str = pydantic.Field(max_length=types.UID, description="The container instance (runtime ID without the scheme).")
     counter: int = pydantic.Field(ge=0, description="The highest value of its OOM kill counter counted.")
-    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When the agent reported that value.")
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                    description="When the agent reported that value.")
 
 
 class Counted(pydantic.BaseModel):
@@ -136,7 +156,7 @@ class Counted(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     podUID: str = pydantic.Field(max_length=types.UID, description="The pod's UID: a pod that is gone never shows a kill again.")
-    container: str = pydantic.Field(max_length=types.LABEL)
+    container: str = pydantic.Field(max_length=types.LABEL, description="The container's name.")
     kills: list[types.Name] = pydantic.Field(
         default_factory=list,
         max_length=4,
@@ -157,15 +177,17 @@ class Applied(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    name: str = pydantic.Field(max_length=types.LABEL)
+    name: str = pydantic.Field(max_length=types.LABEL, description="The container's name.")
     original: Resources = pydantic.Field(
         default_factory=Resources, description="What the template had before the operator first changed it."
     )
     applied: Resources = pydantic.Field(default_factory=Resources, description="What the operator applied last.")
-    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When it applied it.")
-    raisedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, description="When the operator last raised it.")
+    at: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                    description="When it applied it.")
+    raisedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                          description="When the operator last raised it.")
     settledAt: str | None = pydantic.Field(
-        default=None, max_length=types.TIMESTAMP, description="When the operator last settled a raise.")
+        default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME, description="When the operator last settled a raise.")
 
 
 class Change(pydantic.BaseModel):
@@ -173,8 +195,8 @@ class Change(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    at: str = pydantic.Field(max_length=types.TIMESTAMP, description="When the change was applied.")
-    container: str = pydantic.Field(max_length=types.LABEL)
+    at: str = pydantic.Field(max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME, description="When the change was applied.")
+    container: str = pydantic.Field(max_length=types.LABEL, description="The container's name.")
     kind: str = pydantic.Field(pattern=r"^(Raise|Settle)$", max_length=8, description="Raise or Settle.")
     before: Resources = pydantic.Field(default_factory=Resources, description="The container's memory before.")
     after: Resources = pydantic.Field(default_factory=Resources, description="The container's memory after.")
@@ -182,17 +204,21 @@ class Change(pydantic.BaseModel):
 
 
 class OOMRecommendationStatus(pydantic.BaseModel):
+    """The recommendation and its evidence. Written by the operator only."""
+
     model_config = pydantic.ConfigDict(extra="ignore")
 
     phase: types.Phase | None = None
     target: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="kind/name of the workload.")
-    totalKills: int = 0
+    totalKills: int = pydantic.Field(default=0, description="OOM kills of the workload counted so far, all containers together.")
     current: str | None = pydantic.Field(default=None, max_length=types.SHORT_TEXT, description="Current memory, for display.")
     recommended: str | None = pydantic.Field(
         default=None, max_length=types.SHORT_TEXT, description="Recommended memory, for display."
     )
-    containers: list[ContainerStatus] = pydantic.Field(default_factory=list, max_length=types.MAX_CONTAINERS)
-    kills: list[Kill] = pydantic.Field(default_factory=list, max_length=MAX_KILLS)
+    containers: list[ContainerStatus] = pydantic.Field(
+        default_factory=list, max_length=types.MAX_CONTAINERS, description="Per container of the workload, its memory now and recommended.")
+    kills: list[Kill] = pydantic.Field(default_factory=list, max_length=MAX_KILLS,
+                                       description="The newest kills with their evidence, oldest first (the last 20).")
     counted: list[Counted] = pydantic.Field(
         default_factory=list,
         max_length=MAX_COUNTED,
@@ -208,7 +234,7 @@ class OOMRecommendationStatus(pydantic.BaseModel):
         description="The operator's changes to the workload's memory, newest last (the last 20).",
     )
     nextAttemptAt: str | None = pydantic.Field(
-        default=None, max_length=types.TIMESTAMP, description="When a patch that failed for a passing reason is tried again."
+        default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME, description="When a patch that failed for a passing reason is tried again."
     )
     attempts: int | None = pydantic.Field(default=None, ge=0, description="Patch attempts that failed for a passing reason.")
     policy: str | None = pydantic.Field(default=None, max_length=types.SUBDOMAIN, description="The OOMPolicy that applied, if any.")
@@ -217,13 +243,14 @@ class OOMRecommendationStatus(pydantic.BaseModel):
         default=None, max_length=types.SHORT_TEXT,
         description="What the recommendation was computed from: kills only, or Prometheus.",
     )
-    appliedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP)
+    appliedAt: str | None = pydantic.Field(default=None, max_length=types.TIMESTAMP, json_schema_extra=types.DATE_TIME,
+                                           description="When the operator last patched the workload.")
     appliedGeneration: int | None = pydantic.Field(
         default=None, description="The spec generation whose approval was applied."
     )
     patch: str | None = pydantic.Field(default=None, max_length=types.PATCH, description="The ready patch YAML, when not applied.")
     conditions: list[types.Condition] = pydantic.Field(default_factory=list, max_length=types.MAX_CONDITIONS)
-    observedGeneration: int | None = None
+    observedGeneration: int | None = pydantic.Field(default=None, description="The spec generation this status describes.")
 
 
 class OOMRecommendation(pydantic.BaseModel):

@@ -63,6 +63,10 @@ MAX_LABELS = 64  # matchLabels of a selector
 MAX_EXPRESSIONS = 32  # matchExpressions of a selector
 MAX_VALUES = 64  # values of one matchExpression
 
+# A time field's JSON schema extra: RFC 3339 (`2026-11-26T10:04:59Z`), which the API server checks and
+# `kubectl explain` shows. Pydantic keeps it next to the field's anyOf, so the CRD stays structural.
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
+
 Name = Annotated[str, pydantic.Field(max_length=SUBDOMAIN)]
 LabelName = Annotated[str, pydantic.Field(max_length=LABEL)]
 

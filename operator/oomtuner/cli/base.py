@@ -9,6 +9,7 @@ a very long message is cut.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -129,6 +130,31 @@ def connect(kubeconfig: str | None, context: str | None, *, request_timeout: str
         return client.connect(kubeconfig=kubeconfig, context=context, **options)
     except client.NoCluster as exc:
         raise Fail(str(exc)) from None
+
+
+namespace_option = click.option("-n", "--namespace", help="The namespace, for NAME given without one (as kubectl's -n).")
+
+
+def namespaced(ref: str, namespace: str | None, *, what: str) -> tuple[str, str]:
+    """(namespace, name) from `NAMESPACE/NAME`, or from `-n NAMESPACE NAME` (then the name is all of
+    `ref`, which may hold a slash of its own, as KIND/NAME does)."""
+    if namespace:
+        if not ref:
+            raise Fail(f"expected {what}, got nothing")
+        return namespace, ref
+    ns, sep, name = ref.partition("/")
+    if not sep or not ns or not name:
+        raise Fail(f"expected NAMESPACE/{what} or -n NAMESPACE {what}, got {ref!r}")
+    return ns, name
+
+
+def structured(result: Any, output: str) -> str:
+    """`-o json` or `-o yaml` of a command's result, as kubectl prints them (one document)."""
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
+    return json.dumps(result, indent=2) + "\n"
 
 
 kubeconfig_option = click.option("--kubeconfig", envvar="KUBECONFIG", help="Path to the kubeconfig (default: $KUBECONFIG).")

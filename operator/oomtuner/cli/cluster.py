@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,24 +17,28 @@ from oomtuner.cli.base import (
     context_option,
     kubeconfig_option,
     main,
+    namespace_option,
+    namespaced,
     one_line,
     prometheus_options,
     request_timeout_option,
     settings_from,
+    structured,
 )
 
 
 @main.command()
 @click.option("-n", "--namespace", help="Only this namespace (default: all namespaces).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace (the default without --namespace).")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
 @click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True, help="Victims listed per node.")
 @prometheus_options
 @kubeconfig_option
 @context_option
 @request_timeout_option
 def report(
-    namespace: str | None, output: str, top: int, kubeconfig: str | None, context: str | None, request_timeout: str,
-    **prometheus: str | None,
+    namespace: str | None, all_namespaces: bool, output: str, top: int, kubeconfig: str | None, context: str | None,
+    request_timeout: str, **prometheus: str | None,
 ) -> None:
     """Workloads with OOM kills, and who dies next on each node.
 
@@ -47,6 +50,8 @@ def report(
     from oomtuner.kube import api
     from oomtuner.prom import usage
 
+    if namespace and all_namespaces:
+        raise Fail("--namespace and --all-namespaces exclude each other")
     settings = settings_from(**prometheus)
     # The report says once on stderr what Prometheus did; the prom layer's log lines are for the operator's log.
     logging.getLogger("oomtuner.prom").addHandler(logging.NullHandler())
@@ -58,27 +63,27 @@ def report(
     warning = report_mod.warning(result)
     if warning:
         click.echo(f"oomtuner: {one_line(warning)}", err=True)
-    if output == "json":
-        click.echo(json.dumps(result, indent=2))
-    else:
+    if output == "table":
         click.echo(report_mod.render_table(result), nl=False)
+    else:
+        click.echo(structured(result, output), nl=False)
 
 
 @main.command()
 @click.argument("ref", metavar="NAMESPACE/NAME")
+@namespace_option
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the operator to act on it.")
 @click.option("--timeout", type=float, default=60, show_default=True, help="Seconds to wait.")
 @kubeconfig_option
 @context_option
 @request_timeout_option
-def approve(ref: str, wait: bool, timeout: float, kubeconfig: str | None, context: str | None, request_timeout: str) -> None:
+def approve(ref: str, namespace: str | None, wait: bool, timeout: float, kubeconfig: str | None, context: str | None,
+            request_timeout: str) -> None:
     """Approve an OOMRecommendation: the operator applies it once."""
     from oomtuner.api import recommendation
     from oomtuner.kube import api
 
-    namespace, sep, name = ref.partition("/")
-    if not sep or not namespace or not name:
-        raise Fail(f"expected NAMESPACE/NAME, got {ref!r}")
+    namespace, name = namespaced(ref, namespace, what="NAME")
     if not 0 <= timeout <= 86400:
         raise Fail(f"--timeout: must be between 0 and 86400 seconds, got {timeout:g}")
     cl = connect(kubeconfig, context, request_timeout=request_timeout)

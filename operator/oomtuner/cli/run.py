@@ -112,6 +112,7 @@ def _start(settings: config.Settings, cl: api.Client) -> None:
     from oomtuner.prom import metrics
 
     operator = app_mod.App(client=cl, settings=settings)
+    metrics.set_build_info(__version__)
     try:
         metrics.serve(settings.metrics_port, addr=settings.metrics_address)
     except OSError as exc:

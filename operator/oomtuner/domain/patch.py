@@ -27,13 +27,18 @@ class MemoryChange:
     limit: int | None
 
 
-def _container_entry(change: MemoryChange) -> dict[str, Any]:
+def resources_of(change: MemoryChange) -> dict[str, Any]:
+    """The container's `resources` that set this memory: `{requests: {memory}, limits: {memory}}`."""
     resources: dict[str, Any] = {}
     if change.request is not None:
         resources["requests"] = {"memory": quantity.format_bytes(change.request)}
     if change.limit is not None:
         resources["limits"] = {"memory": quantity.format_bytes(change.limit)}
-    return {"name": change.container, "resources": resources}
+    return resources
+
+
+def _container_entry(change: MemoryChange) -> dict[str, Any]:
+    return {"name": change.container, "resources": resources_of(change)}
 
 
 def pod_spec_patch(changes: Sequence[MemoryChange]) -> dict[str, Any]:
@@ -49,15 +54,22 @@ def pod_spec_patch(changes: Sequence[MemoryChange]) -> dict[str, Any]:
     return spec
 
 
+def template_patch(*, kind: str, changes: Sequence[MemoryChange]) -> dict[str, Any]:
+    """The object's fields that set these containers' memory: the pod spec patch under the kind's
+    template path (`spec.template.spec` for a Deployment; `spec` for a bare Pod). Also a
+    strategic-merge patch, since containers merge by name. Raises KeyError for an unknown kind."""
+    node: dict[str, Any] = {"spec": pod_spec_patch(changes)}
+    for key in reversed(kinds.get(kind).template_path):
+        node = {key: node}
+    return node
+
+
 def apply_body(*, api_version: str, kind: str, name: str, namespace: str, changes: Sequence[MemoryChange]) -> dict[str, Any]:
     """A server-side apply body for the workload. Raises KeyError for a kind without a pod template."""
-    path = kinds.get(kind).template_path
-    if not path:
+    if not kinds.get(kind).template_path:
         raise KeyError(f"{kind} has no pod template")
-    node: dict[str, Any] = {"spec": pod_spec_patch(changes)}
-    for key in reversed(path):
-        node = {key: node}
-    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}, **node}
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace},
+            **template_patch(kind=kind, changes=changes)}
 
 
 def resize_body(changes: Sequence[MemoryChange]) -> dict[str, Any]:
@@ -71,29 +83,42 @@ def to_yaml(body: dict[str, Any]) -> str:
 
 
 def memory_changes(
-    recommended: Sequence[recommendation.ContainerStatus], current: Sequence[recommend.ContainerResources]
+    recommended: Sequence[recommendation.ContainerStatus], current: Sequence[recommend.ContainerResources],
+    *, restate: bool = False,
 ) -> list[MemoryChange]:
     """What a patch must change for the workload's containers (`current`, as the template has them
     now) to get the recommended memory: a value only where the recommendation is higher, or, for a
     container whose recommendation settles the operator's own raise (`settled`), where it differs. A
-    container the template no longer has is skipped."""
+    container the template no longer has is skipped. With `restate`, also the recommended values the
+    template has already (for a repository's copy of the workload, which may lag the cluster), never
+    one below the template's."""
     now = {c.name: c for c in current}
     changes = []
     for c in recommended:
         have = now.get(c.name)
         if have is None:
             continue
-        want_request = resources.bytes_of(c.recommended.model_dump(), "request")
-        want_limit = resources.bytes_of(c.recommended.model_dump(), "limit")
-        if c.settled:
-            request = want_request if want_request is not None and have.request != want_request else None
-            limit = want_limit if want_limit is not None and have.limit != want_limit else None
-        else:
-            request = want_request if want_request is not None and (have.request or 0) < want_request else None
-            limit = want_limit if want_limit is not None and (have.limit is None or have.limit < want_limit) else None
+        request = _wanted(resources.bytes_of(c.recommended.model_dump(), "request"), have.request, unset=0,
+                          settled=c.settled, restate=restate)
+        limit = _wanted(resources.bytes_of(c.recommended.model_dump(), "limit"), have.limit, unset=None,
+                        settled=c.settled, restate=restate)
         if request is not None or limit is not None:
             changes.append(MemoryChange(container=c.name, type=c.type, request=request, limit=limit))
     return changes
+
+
+def _wanted(want: int | None, have: int | None, *, unset: int | None, settled: bool, restate: bool) -> int | None:
+    """The value a patch sets (None: leave it). `unset` is what an unset value counts as: no request
+    is 0, while no limit is above any (so any limit is a change)."""
+    if want is None:
+        return None
+    if settled:
+        return want if restate or have != want else None
+    if have is None:
+        have = unset
+    if have is None or have < want or (restate and have == want):
+        return want
+    return None
 
 
 def describe(changes: Sequence[MemoryChange]) -> str:

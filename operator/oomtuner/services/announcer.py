@@ -2,7 +2,8 @@
 
 Events go out from the poster's own threads (`kube.events.Poster`), never on a workload's lock, best
 effort. Metrics count each kill once (the caller announces a kill only after it recorded it), the
-recommendations by phase as this replica last wrote them, and the detection latency.
+recommendations by phase as this replica last wrote them, each recommendation's memory as the watch
+last showed it (gone with the recommendation), and the detection latency.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Announcer:
         self._clock = clock
         self._phases: dict[str, types.Phase] = {}
         self._lock = threading.Lock()
+        self._memory = metrics.RecommendationSeries()
 
     def post(self, *, involved: dict[str, Any], reason: events.Reason, message: str) -> None:
         self.poster.submit(events.build(involved=involved, reason=reason, message=message, now=self._clock()))
@@ -118,3 +120,16 @@ class Announcer:
             if phase is not None:
                 self._phases[key] = phase
                 metrics.RECOMMENDATIONS.labels(phase=phase.value).inc()
+
+    def memory(self, rec: recommendation.OOMRecommendation) -> None:
+        """Show the recommendation's memory in `oomtuner_recommendation_memory_bytes`, as its status has it."""
+        self._memory.show(f"{rec.metadata.namespace}/{rec.metadata.name}", metrics.recommendation_memory(rec))
+
+    def gone(self, namespace: str, name: str) -> None:
+        """A recommendation was deleted: its memory series go, and it leaves its phase's count."""
+        key = f"{namespace}/{name}"
+        self._memory.forget(key)
+        with self._lock:
+            old = self._phases.pop(key, None)
+            if old is not None:
+                metrics.RECOMMENDATIONS.labels(phase=old.value).dec()

@@ -66,13 +66,34 @@ app.kubernetes.io/component: agent
 {{- end }}
 {{- end }}
 
-{{/* repository:tag, or repository@digest; the tag defaults to the chart's appVersion. */}}
+{{/* [registry/]repository:tag, or [registry/]repository@digest; the tag defaults to the chart's appVersion. */}}
 {{- define "oomtuner.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
 {{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The items of a pod spec's topologySpreadConstraints: (list $constraints $selectorLabels). A
+constraint without a labelSelector gets the pods' own selector labels, so it counts the pods it spreads.
+*/}}
+{{- define "oomtuner.topologySpread" -}}
+{{- $selector := index . 1 | fromYaml }}
+{{- $constraints := list }}
+{{- range index . 0 }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+{{- toYaml $constraints }}
 {{- end }}
 
 {{/* Whether the replicas use kopf peering (more than one replica). */}}
