@@ -955,30 +955,9 @@ def _seeds(text: str) -> list[int]:
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--seeds", default="", metavar="A-B|A,B,...", help="several seeds, pooled and judged per seed")
-    parser.add_argument("--jobs", type=int, default=1, help="processes for several seeds")
-    parser.add_argument("--traces-per-family", type=int, default=20)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--stable-days", type=int, default=DEFAULT_STABLE_DAYS)
-    parser.add_argument("--families", default="", help="comma-separated subset")
-    parser.add_argument("--strategies", default="", metavar="NAME,...",
-                        help=f"run only these ({', '.join(LABELS)}); the target needs ours and {', '.join(PEERS)}")
-    parser.add_argument("--traces-module", default="", metavar="PATH",
-                        help="a Python file with generate_all(seed, per_family, days) returning bench.traces.Trace objects")
-    parser.add_argument(
-        "--format", choices=("both", "json", "table"), default="both",
-        help="both: JSON on stdout and the table on stderr (default)",
-    )
-    parser.add_argument("--sweep-factor", default="", metavar="F,F,...",
-                        help="also run ours with each increaseFactor, e.g. 1.2,1.3,1.5 (JSON: \"sweep\")")
-    parser.add_argument("--sweep-without-usage", action="store_true",
-                        help="sweep the factors of ours-kills-only (no usage history) instead of ours")
-    parser.add_argument("--sweep-settle", default="", metavar="off|AFTER:MARGIN,...",
-                        help="also run ours with each settle setting, e.g. off,12h:0.1,24h:0.1,24h:0.15")
-    args = parser.parse_args(argv)
+def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[float], list[int], list[str], list[str]]:
+    """The arguments checked (one parser error naming the flag otherwise): the sweep's factors, the
+    seeds, the families and the strategies."""
     try:
         factors = _factors(args.sweep_factor)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -1005,6 +984,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = sorted(set(families) - set(traces.FAMILIES))
         if unknown:
             parser.error(f"unknown families: {', '.join(unknown)}")
+    return factors, seeds, families, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default="", metavar="A-B|A,B,...", help="several seeds, pooled and judged per seed")
+    parser.add_argument("--jobs", type=int, default=1, help="processes for several seeds")
+    parser.add_argument("--traces-per-family", type=int, default=20)
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--stable-days", type=int, default=DEFAULT_STABLE_DAYS)
+    parser.add_argument("--families", default="", help="comma-separated subset")
+    parser.add_argument("--strategies", default="", metavar="NAME,...",
+                        help=f"run only these ({', '.join(LABELS)}); the target needs ours and {', '.join(PEERS)}")
+    parser.add_argument("--traces-module", default="", metavar="PATH",
+                        help="a Python file with generate_all(seed, per_family, days) returning bench.traces.Trace objects")
+    parser.add_argument(
+        "--format", choices=("both", "json", "table"), default="both",
+        help="both: JSON on stdout and the table on stderr (default)",
+    )
+    parser.add_argument("--sweep-factor", default="", metavar="F,F,...",
+                        help="also run ours with each increaseFactor, e.g. 1.2,1.3,1.5 (JSON: \"sweep\")")
+    parser.add_argument("--sweep-without-usage", action="store_true",
+                        help="sweep the factors of ours-kills-only (no usage history) instead of ours")
+    parser.add_argument("--sweep-settle", default="", metavar="off|AFTER:MARGIN,...",
+                        help="also run ours with each settle setting, e.g. off,12h:0.1,24h:0.1,24h:0.15")
+    args = parser.parse_args(argv)
+    factors, seeds, families, chosen = _checked(parser, args)
     options: dict[str, Any] = {
         "traces_per_family": args.traces_per_family, "days": args.days, "stable_days": args.stable_days,
         "families": tuple(families or traces.FAMILIES), "families_given": bool(families),

@@ -119,6 +119,24 @@ class MetricsState:
                  "usage": {"cpu": "100m", "memory": "1Gi"}} for n in self.nodes if not name or n == name]
 
 
+def metrics_answer(state: MetricsState, path: str) -> dict[str, Any] | None:
+    """The PodMetrics or NodeMetrics (a list, or one object) at `path`; {} for one that does not
+    exist; None for a path that is neither."""
+    prefix, gv = f"/apis/{GROUP}/{VERSION}", f"{GROUP}/{VERSION}"
+    m = re.fullmatch(re.escape(prefix) + r"(?:/namespaces/([^/]+))?/pods(?:/([^/]+))?", path)
+    if m:
+        items, kind, one = state.pod_metrics(m.group(1), m.group(2)), "PodMetrics", m.group(2)
+    elif m := re.fullmatch(re.escape(prefix) + r"/nodes(?:/([^/]+))?", path):
+        items, kind, one = state.node_metrics(m.group(1)), "NodeMetrics", m.group(1)
+    else:
+        return None
+    for item in items:
+        item.update(kind=kind, apiVersion=gv)
+    if one:
+        return items[0] if items else {}
+    return {"kind": f"{kind}List", "apiVersion": gv, "metadata": {}, "items": items}
+
+
 def make_handler(state: MetricsState) -> type[http.server.BaseHTTPRequestHandler]:
     prefix = f"/apis/{GROUP}/{VERSION}"
     gv = f"{GROUP}/{VERSION}"
@@ -157,22 +175,9 @@ def make_handler(state: MetricsState) -> type[http.server.BaseHTTPRequestHandler
                                                  "kind": "NodeMetrics", "verbs": verbs},
                                                 {"name": "pods", "singularName": "", "namespaced": True,
                                                  "kind": "PodMetrics", "verbs": verbs}]})
-            m = re.fullmatch(re.escape(prefix) + r"(?:/namespaces/([^/]+))?/pods(?:/([^/]+))?", path)
-            if m:
-                items = state.pod_metrics(m.group(1), m.group(2))
-                for item in items:
-                    item.update(kind="PodMetrics", apiVersion=gv)
-                if m.group(2):
-                    return self.send_json(200, items[0]) if items else self.not_found()
-                return self.send_json(200, {"kind": "PodMetricsList", "apiVersion": gv, "metadata": {}, "items": items})
-            m = re.fullmatch(re.escape(prefix) + r"/nodes(?:/([^/]+))?", path)
-            if m:
-                items = state.node_metrics(m.group(1))
-                for item in items:
-                    item.update(kind="NodeMetrics", apiVersion=gv)
-                if m.group(1):
-                    return self.send_json(200, items[0]) if items else self.not_found()
-                return self.send_json(200, {"kind": "NodeMetricsList", "apiVersion": gv, "metadata": {}, "items": items})
+            answer = metrics_answer(state, path)
+            if answer is not None:
+                return self.send_json(200, answer) if answer else self.not_found()
             # /apis (aggregated discovery), /openapi/v2, /openapi/v3: the aggregator falls back.
             return self.not_found()
 
@@ -267,6 +272,43 @@ def quantity_bytes(text: str) -> int:
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+def interval_seconds(text: str) -> float:
+    """VPA's --recommender-interval in seconds (`30s`, `1m`); its default, 1m, when not given."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)", text)
+    return float(m.group(1)) * (60 if m.group(2) == "m" else 1) if m else 60.0
+
+
+def await_reactions(kube: api.Client, namespace: str, *, watcher: Watcher, processes: tuple[Process, Process],
+                    kill_id: str, deadline: float, target: int) -> tuple[float | None, float | None, int]:
+    """Until `deadline`: when oomtuner saw the kill, and when VPA's target rose above `target` (and
+    to what). None for a reaction that did not come."""
+    recommender, operator = processes
+    vpa_at = ours_at = None
+    new_target = target
+    while time.monotonic() < deadline and (vpa_at is None or ours_at is None):
+        now = time.monotonic()
+        if ours_at is None and kill_id in watcher.seen:
+            ours_at = watcher.seen[kill_id]
+        if vpa_at is None:
+            value = vpa_target(kube, namespace, "app", "app")
+            if value is not None and value > target:
+                vpa_at, new_target = now, value
+        recommender.check("the VPA recommender")
+        operator.check("the operator")
+        time.sleep(0.2)
+    return vpa_at, ours_at, new_target
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """The JSON on stdout, a summary per kill on stderr."""
+    print(json.dumps(result, indent=2))
+    for k in result.get("kills", []):
+        log(f"request {k['request_at_kill']:>7}: VPA {k['vpa_seconds'] or 'no raise '}s ({k['vpa_target_before']} -> "
+            f"{k['vpa_target_after']}), oomtuner {k['oomtuner_seconds']}s")
+    for key in ("vpa_reaction_seconds", "oomtuner_reaction_seconds"):
+        log(f"{key}: {result[key]}")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,10 +411,7 @@ def main() -> int:
         watcher.ready.wait(10)
         time.sleep(2)
 
-        interval_s = 60.0
-        if args.interval:
-            m = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)", args.interval)
-            interval_s = float(m.group(1)) * (60 if m.group(2) == "m" else 1) if m else interval_s
+        interval_s = interval_seconds(args.interval)
         kills = []
         target = baseline
         for i in range(args.kills):
@@ -382,20 +421,9 @@ def main() -> int:
             time.sleep(delay)
             pod = pods[i % len(pods)]
             kill_id, written = inject(core_v1, namespace, pod)
-            vpa_at = ours_at = None
-            new_target = target
-            deadline = written + args.timeout
-            while time.monotonic() < deadline and (vpa_at is None or ours_at is None):
-                now = time.monotonic()
-                if ours_at is None and kill_id in watcher.seen:
-                    ours_at = watcher.seen[kill_id]
-                if vpa_at is None:
-                    value = vpa_target(kube, namespace, "app", "app")
-                    if value is not None and value > target:
-                        vpa_at, new_target = now, value
-                recommender.check("the VPA recommender")
-                operator.check("the operator")
-                time.sleep(0.2)
+            vpa_at, ours_at, new_target = await_reactions(
+                kube, namespace, watcher=watcher, processes=(recommender, operator), kill_id=kill_id,
+                deadline=written + args.timeout, target=target)
             kill = {
                 "request_at_kill": mib(request), "vpa_target_before": mib(target), "vpa_target_after": mib(new_target),
                 "vpa_seconds": None if vpa_at is None else round(vpa_at - written, 2),
@@ -444,12 +472,7 @@ def main() -> int:
             log(f"could not delete APIService {APISERVICE}: {exc}")
         if not args.keep:
             kube.delete(f"/api/v1/namespaces/{namespace}")
-    print(json.dumps(result, indent=2))
-    for k in result.get("kills", []):
-        log(f"request {k['request_at_kill']:>7}: VPA {k['vpa_seconds'] or 'no raise '}s ({k['vpa_target_before']} -> "
-            f"{k['vpa_target_after']}), oomtuner {k['oomtuner_seconds']}s")
-    for key in ("vpa_reaction_seconds", "oomtuner_reaction_seconds"):
-        log(f"{key}: {result[key]}")
+    print_result(result)
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from typing import Any, Callable
 
 import kopf
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 # Worker threads for the blocking API calls. asyncio's default pool has cpu+4 threads; a burst of
 # kills of one workload queues on that workload's lock, and must not starve the other workloads.
 WORKER_THREADS = 32
-TICK_INTERVAL = 5.0  # seconds between rounds of the background task
+TICK_INTERVAL = 1.0  # seconds between rounds of the background task (each only looks at what is due)
+TRIM_INTERVAL = 5.0  # seconds between giving freed memory back
 PRIME_RETRY = 5.0  # seconds before the start-up listing is tried again
 
 
@@ -72,8 +74,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 async def _background(app: app_mod.App, stop: asyncio.Event) -> None:
-    """Every few seconds: write again the kills whose write failed, apply the patches that are due,
-    and give freed memory back."""
+    """Every second: write again the kills whose write failed, apply the patches and settles that are
+    due; every few seconds, give freed memory back."""
+    trimmed = time.monotonic()
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=TICK_INTERVAL)
@@ -81,7 +84,9 @@ async def _background(app: app_mod.App, stop: asyncio.Event) -> None:
             pass
         if not stop.is_set():
             await _run("background round", app.tick)
-        memory.trim()
+        if time.monotonic() - trimmed >= TRIM_INTERVAL:
+            memory.trim()
+            trimmed = time.monotonic()
 
 
 _STOP = asyncio.Event()

@@ -23,7 +23,7 @@ from tests.dashboard.cdp import Browser
 from tests.dashboard.conftest import DashboardProcess, Shots
 from tests.e2e import kit
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300), pytest.mark.writes_pod_status]
 
 
 def recs(kube: api.Client, made: scenario.Made) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import ROOT, OperatorProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.writes_pod_status]
 
 VPAS = "/apis/autoscaling.k8s.io/v1/namespaces/{namespace}/verticalpodautoscalers"
 HPAS = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"

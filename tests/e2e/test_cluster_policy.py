@@ -18,7 +18,7 @@ from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.writes_pod_status]
 
 CLUSTER_POLICIES = "/apis/oomtuner.dev/v1alpha1/clusteroompolicies"
 

@@ -26,7 +26,7 @@ from oomtuner_lab import inject
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess, core_v1, operator  # noqa: F401
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240), pytest.mark.writes_pod_status]
 
 CONTAINER_ID = "ab" * 32
 # Kills of other tests finish within this: counted or not, by then the operator has seen them.

@@ -1,17 +1,21 @@
 """Settling the operator's own raises on the lab: a workload bumped after a kill whose usage then
 stays well below the new limit is settled — Auto patches the Deployment down, Recommend shows it and
-an approval applies it — and a kill after settling bumps it again.
+an approval applies it — a kill after settling bumps it again, and a workload whose working set still
+grows is not settled.
 
 Real: the lab's API server, controller-manager and scheduler; `oomtuner run` as a process with the
 lab's Prometheus (Debian's, scraping every second); PromQL over its TSDB. Played: cAdvisor (the lab
 exporter serves the working set the test sets) and the kubelet (kills written into pod status). The
 policies settle after 90 seconds instead of a day, so the test waits minutes, not days; usage since
-the raise must cover 90% of that time, which a one-second scrape does.
+the raise must cover 90% of that time, which a one-second scrape does. The operator's range queries
+step 2 seconds (OOMTUNER_PROMETHEUS_MIN_STEP) so that the half minute of usage after the raise has
+enough points to judge a trend.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,12 +26,25 @@ from oomtuner_lab import inject
 from oomtuner_lab import prometheus as lab_prometheus
 from tests.e2e import kit
 from tests.e2e.conftest import OperatorProcess
-from tests.e2e.test_prometheus import exporter, prom_operator, prometheus  # noqa: F401 - this module's own
+from tests.e2e.test_prometheus import exporter, prometheus  # noqa: F401 - this module's own
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.writes_pod_status]
 
 MI = 1024 * 1024
 AFTER = 90  # seconds
+
+
+@pytest.fixture(scope="module")
+def prom_operator(kubeconfig: str, crds: list[str], prometheus: lab_prometheus.Server,  # noqa: F811
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """This module's operator, with Prometheus and a 2-second finest step."""
+    proc = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path_factory.mktemp("settle-operator"), extra_env={
+        "OOMTUNER_PROMETHEUS_URL": prometheus.url, "OOMTUNER_PROMETHEUS_MIN_STEP": "2s"})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def _policy(kube: api.Client, namespace: str, mode: str) -> None:
@@ -108,3 +125,24 @@ def test_recommend_shows_the_settle_and_an_approval_applies_it(
     kube.merge_patch(path, {"spec": {"approved": False}})
     kube.merge_patch(path, {"spec": {"approved": True}})
     kit.wait_for(lambda: _resources(kube, namespace)["limits"]["memory"] == "282Mi", what="the approved settle")
+
+
+def test_a_working_set_still_growing_after_the_raise_is_not_settled(
+        kube: api.Client, core_v1: Any, prom_operator: OperatorProcess, prometheus: lab_prometheus.Server,  # noqa: F811
+        exporter: lab_exporter.Exporter, namespace: str) -> None:  # noqa: F811
+    _policy(kube, namespace, "Auto")
+    pod = _quiet_web(kube, namespace, exporter, prometheus)
+    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
+    kit.wait_for(lambda: _resources(kube, namespace)["limits"]["memory"] == "384Mi", what="the raise to 384Mi")
+    new = kit.wait_for(lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
+                                if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"], what="the new pod")[0]
+    # The new pod's working set climbs 1Mi a second from 150Mi: at most about 250Mi when the raise is
+    # AFTER seconds old, so the peak alone would allow the same settle to 282Mi as above.
+    exporter.traces.set(lab_exporter.Trace(namespace, new["metadata"]["name"], "app", (
+        lab_exporter.Life(id="1", start=time.time(), base=150 * MI, bytes_per_s=MI),)))
+    rec = kit.wait_recommendation(kube, namespace, "deployment-web", lambda r: _settle(r).get("reason") == "WorkingSetGrowing",
+                                  timeout=AFTER + 120, what="the settle held back by the growth")
+    assert _settle(rec)["status"] == "False" and "still growing" in _settle(rec)["message"], _settle(rec)
+    assert _resources(kube, namespace)["limits"]["memory"] == "384Mi"
+    assert not any(c.get("settled") for c in rec["status"]["containers"])
+    assert [c["kind"] for c in rec["status"]["changes"]] == ["Raise"]

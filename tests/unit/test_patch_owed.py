@@ -100,16 +100,16 @@ def test_a_passing_failure_is_retried_with_back_off_until_the_patch_goes_through
     assert app.on_pod(_killed_pod(T0)) == 1
     cond, status = _applied(client)
     assert cond.reason == "Retrying" and status.attempts == 1 and "503" in cond.message
-    assert app.held.scheduled() == {f"{NS}/deployment-web": T0 + datetime.timedelta(seconds=5)}
+    assert app.held.scheduled() == {f"{NS}/deployment-web": T0 + datetime.timedelta(seconds=1)}
     # The second attempt fails too: the wait doubles.
-    clock.now = T0 + datetime.timedelta(seconds=5)
+    clock.now = T0 + datetime.timedelta(seconds=1)
     assert app.apply_due() == 1
     cond, status = _applied(client)
-    assert status.attempts == 2 and app.held.scheduled() == {f"{NS}/deployment-web": clock.now + datetime.timedelta(seconds=10)}
+    assert status.attempts == 2 and app.held.scheduled() == {f"{NS}/deployment-web": clock.now + datetime.timedelta(seconds=2)}
     assert _limit(client) == "256Mi"
     # The server answers again: the patch goes through, and the status says so.
     del client.fail[DEPLOYMENT]
-    clock.now += datetime.timedelta(seconds=10)
+    clock.now += datetime.timedelta(seconds=2)
     assert app.apply_due() == 1
     assert _limit(client) == "384Mi"
     cond, status = _applied(client)
@@ -217,3 +217,40 @@ def test_a_kill_refused_for_good_is_not_retried() -> None:
     with pytest.raises(api.ApiError):
         app.on_pod(_killed_pod(T0))
     assert app.intake.waiting() == 0
+
+
+def test_a_pod_whose_owner_cannot_be_read_yet_is_handled_again_and_counted_for_its_workload() -> None:
+    """The API server restarts as the kill comes: the ReplicaSet cannot be read, so the pod's kills
+    cannot be queued for any workload yet. They are neither lost nor given to the pod itself."""
+    client, clock, monotonic = _cluster(), Clock(), Monotonic()
+    app = _app(client, clock, monotonic)
+    refused = api.Unreachable(why="connection refused", method="GET", path=REPLICA_SET, server="https://127.0.0.1:6443")
+    client.fail[REPLICA_SET] = refused
+    with pytest.raises(api.ApiError):
+        app.on_pod(_killed_pod(T0))
+    assert app.intake.waiting() == 1 and REC not in client.objects
+    del client.fail[REPLICA_SET]
+    monotonic.now += intake.RETRY_AFTER
+    app.tick()
+    assert app.intake.waiting() == 0
+    assert recommendation.parse(client.body(REC)).status.totalKills == 1
+    assert not [path for path in client.objects if "oomrecommendations/pod-" in path]
+
+
+def test_status_writes_that_conflict_every_time_keep_the_kills_for_the_next_try() -> None:
+    client, clock, monotonic = _cluster(), Clock(), Monotonic()
+    app = _app(client, clock, monotonic)
+    assert app.on_pod(_killed_pod(T0)) == 1
+    conflict = api.Conflict(status=409, reason="Conflict", body=None, method="PUT", path=f"{REC}/status")
+    client.fail[f"{REC}/status"] = lambda method, path: conflict if method == "PUT" else None
+    later = T0 + datetime.timedelta(minutes=1)
+    second = _killed_pod(later)
+    second["status"]["containerStatuses"][0]["lastState"]["terminated"]["containerID"] = "containerd://def"
+    second["status"]["containerStatuses"][0]["restartCount"] = 2
+    with pytest.raises(api.Conflict):
+        app.on_pod(second)
+    assert app.intake.waiting() == 1
+    del client.fail[f"{REC}/status"]
+    monotonic.now += intake.RETRY_AFTER
+    app.tick()
+    assert app.intake.waiting() == 0 and recommendation.parse(client.body(REC)).status.totalKills == 2

@@ -235,3 +235,23 @@ def test_growing_asks_the_lives_running_now() -> None:
                                                       max_gap=datetime.timedelta(minutes=10))[0])
     assert trend is not None and not trend.growing
     assert since(domain_usage.Series("pod-a/1", points(uneven))).growing
+
+
+def test_a_short_settle_window_judges_lives_of_half_its_length() -> None:
+    # 40 minutes since the raise at a 30s step: a life shorter than an hour, rising steadily the whole
+    # time. It is judged (it spans more than half the window) and found growing; a flat one is not.
+    step, instants = 30.0, 80
+    rising = tuple((START + k * step, 100.0 * MI + k * MI) for k in range(instants))
+    flat = tuple((t, 150.0 * MI) for t, _ in rising)
+
+    def short(values: tuple[tuple[float, float], ...]) -> settle.UsageSinceRaise:
+        return settle.usage_since([domain_usage.Series("pod-a/1", values)], start=START,
+                                  end=START + (instants - 1) * step, step=step, max_gap=datetime.timedelta(minutes=10))
+
+    assert short(rising).growing and not short(flat).growing
+    # Judged by the rule of the hour, the same life is too short: the window is what made it count.
+    life = domain_usage.instances([domain_usage.Series("pod-a/1", rising)], max_gap=datetime.timedelta(minutes=10))[0]
+    assert domain_usage.trend(life) is None
+    # A life of less than half the window is still not judged: the last 15 minutes of a 40-minute one.
+    late = rising[50:]
+    assert not short(late).growing

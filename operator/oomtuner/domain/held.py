@@ -31,8 +31,8 @@ RETRYING = "Retrying"
 # (a patch went out, or none was needed).
 _AFTER_A_PATCH = frozenset({"Patched", "UpToDate"})
 _WAITING_PHASES = frozenset({types.Phase.PENDING, types.Phase.CAPPED})
-# Passing failures are tried again after 5s, 10s, 20s … at most RETRY_CAP apart.
-RETRY_FIRST = datetime.timedelta(seconds=5)
+# Passing failures are tried again after 1s, 2s, 4s … at most RETRY_CAP apart.
+RETRY_FIRST = datetime.timedelta(seconds=1)
 RETRY_CAP = datetime.timedelta(minutes=5)
 
 

@@ -18,7 +18,9 @@ settle is enabled; oomtuner raised the limit above the original and has not sett
 yet; the last kill was a `Limit` kill (a `Node` kill's request follows sustained usage, not a
 limit), with none since the raise; no leak is suspected; the raise is at least `after` old; usage
 history covers at least `MIN_COVERAGE` of the time since the raise; no life running now grows
-steadily (`domain.usage`'s floor test: a cache still filling, a leak); and it saves at least
+steadily (`domain.usage`'s floor test: a cache still filling, a leak; a life is judged once it spans
+`domain.usage.MIN_INSTANCE_SPAN`, or half the time since the raise where that is shorter, so that a
+short `after` still sees growth); and it saves at least
 `MIN_SAVING` of the limit. A kill at a settled limit is bumped like any other kill, and the next
 raise may be settled again.
 
@@ -322,7 +324,8 @@ def usage_since(
     The peak is the highest point; the coverage the share of those instants where any series has a
     point; the p95 the 95th percentile (nearest rank) of the highest point at each instant; growing
     whether a life still running at `end` (its last point within `max_gap` of it) grows steadily by
-    `domain.usage.trend`, or, when none of those is long enough to judge, the last life that is.
+    `domain.usage.trend`, or, when none of those is long enough to judge, the last life that is
+    (long enough: MIN_INSTANCE_SPAN, or half of `end - start` where that is shorter).
     """
     by_instant: dict[int, float] = {}
     for s in series:
@@ -337,7 +340,8 @@ def usage_since(
     values = sorted(by_instant.values())
     p95 = values[max(0, math.ceil(len(values) * 95 / 100) - 1)]
     lives = domain_usage.instances(series, max_gap=max_gap)
-    judged = [(life, trend) for life in lives if (trend := domain_usage.trend(life)) is not None]
+    min_span = min(domain_usage.MIN_INSTANCE_SPAN, datetime.timedelta(seconds=(end - start) / 2))
+    judged = [(life, trend) for life in lives if (trend := domain_usage.trend(life, min_span=min_span)) is not None]
     running = [trend for life, trend in judged if end - life.end <= max_gap.total_seconds()]
     considered = running or [trend for _life, trend in judged[-1:]]
     growing = any(t.rises(GROWTH_FLOOR_SHARE) for t in considered)

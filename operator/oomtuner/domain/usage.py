@@ -194,10 +194,10 @@ def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
     return sxy / sxx
 
 
-def trend(instance: Instance) -> Trend | None:
+def trend(instance: Instance, *, min_span: datetime.timedelta = MIN_INSTANCE_SPAN) -> Trend | None:
     """The instance's trend, or None when it is too short or too sparse to judge (see the module
-    docstring: at least MIN_INSTANCE_SPAN and MIN_SAMPLES, and a sample in every part)."""
-    if instance.span < MIN_INSTANCE_SPAN or len(instance.points) < MIN_SAMPLES:
+    docstring: at least `min_span` (MIN_INSTANCE_SPAN) and MIN_SAMPLES, and a sample in every part)."""
+    if instance.span < min_span or len(instance.points) < MIN_SAMPLES:
         return None
     slope = least_squares_slope(instance.points)
     if slope is None:

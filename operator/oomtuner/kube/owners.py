@@ -33,10 +33,14 @@ def _controller(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def read(client: api.Client, *, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    """The workload body, or None when it is gone or cannot be read."""
+    """The workload body, or None when it is gone or may not be read (refused for good). A passing
+    failure (`api.passing`: no answer, 5xx, 429) is raised, so the caller tries again later instead
+    of taking the pod for its own workload."""
     try:
         return client.get_or_none(path_of(kind=kind, namespace=namespace, name=name))
     except api.ApiError as exc:
+        if api.passing(exc):
+            raise
         logger.warning("cannot read %s %s/%s: %s", kind, namespace, name, exc)
         return None
 

@@ -140,7 +140,7 @@ def update_recommendation_status(
     namespace = current.metadata.namespace or ""
     name = current.metadata.name
     obj = current
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         edit = mutate(obj.model_copy(deep=True))
         if edit is None:
             return obj, None
@@ -149,11 +149,16 @@ def update_recommendation_status(
         try:
             return recommendation.parse(client.replace(_rec_path(namespace, name, sub="status"), body)), edit.result
         except api.Conflict:
+            if attempt == MAX_ATTEMPTS:
+                # Still a conflict, so a passing failure (`api.passing`): the caller tries it again later.
+                logger.warning("OOMRecommendation %s/%s: the status changed under %d writes in a row", namespace, name,
+                               MAX_ATTEMPTS)
+                raise
             fresh = get_recommendation(client, namespace=namespace, name=name)
             if fresh is None:
                 raise
             obj = fresh
-    raise RuntimeError(f"OOMRecommendation {namespace}/{name}: status kept changing under us")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 UNREADABLE = "Unreadable"

@@ -9,8 +9,9 @@ pod events.
 `seen` remembers the identities of kills already recorded, so a pod's repeated status updates cost
 nothing. It is a cache, not the record: the recommendation's ledger is (`services.recorder`). A kill
 is marked seen only once it is recorded; when a write fails, the batch stays queued and is written
-again (`retry`, every few seconds from the background task), so a kill is not lost when its pod
-sends no further event.
+again (`retry`, every second from the background task, once `RETRY_AFTER` has passed), so a kill
+is not lost when its pod sends no further event. So is a pod whose handling failed before its kills
+were queued (its owner could not be read while the API server restarted).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Intake:
         # key → the last pod that brought kills for it, and its workload's (kind, name)
         self._sources: dict[str, tuple[Mapping[str, Any], str, str]] = {}
         self._retry_at: dict[str, float] = {}
+        # what failed before its kills were queued → (how to handle it again, when)
+        self._later: dict[str, tuple[Callable[[], int], float]] = {}
         self._monotonic = monotonic
         self._lock = threading.Lock()
 
@@ -59,7 +62,12 @@ class Intake:
         if not core.shows_oom_kill(body):
             return 0
         pod = core.parse_pod(body)
-        found = kills.kills_from_pod(pod, node_memory_capacity=self._nodes.capacity(pod.spec.nodeName))
+        try:
+            capacity = self._nodes.capacity(pod.spec.nodeName)
+        except Exception as exc:
+            self._later_if_passing(exc, f"pod {pod.metadata.namespace}/{pod.metadata.name}", lambda: self.on_pod(body))
+            raise
+        found = kills.kills_from_pod(pod, node_memory_capacity=capacity)
         return self._handle(body, pod, found)
 
     def on_child_kill(self, body: Mapping[str, Any]) -> int:
@@ -100,7 +108,12 @@ class Intake:
             fresh = [k for k in found if k.identity not in self._seen]
         if not fresh:
             return 0
-        kind, name = owners.top_owner(self._client, pod_body, chains=self._chains)
+        try:
+            kind, name = owners.top_owner(self._client, pod_body, chains=self._chains)
+        except Exception as exc:
+            self._later_if_passing(exc, f"kills of pod {pod.metadata.namespace}/{pod.metadata.name}",
+                                   lambda: self._handle(pod_body, pod, found))
+            raise
         key = f"{pod.metadata.namespace or ''}/{recommendation.name_for(kind=kind, name=name)}"
         with self._lock:
             queue = self._pending[key]
@@ -160,17 +173,35 @@ class Intake:
         return recorded
 
     def waiting(self) -> int:
-        """Kills queued or waiting for another try."""
+        """Kills queued or waiting for another try (a pod waiting to be handled again counts one)."""
         with self._lock:
-            return sum(len(q) for q in self._pending.values())
+            return sum(len(q) for q in self._pending.values()) + len(self._later)
+
+    def _later_if_passing(self, exc: Exception, what: str, again: Callable[[], int]) -> None:
+        """Before its kills are queued, a pod's handling failed: on a passing failure (the API server
+        restarting) it is handled again by `retry`, since the pod may send no further event."""
+        if api.passing(exc):
+            with self._lock:
+                self._later[what] = (again, self._monotonic() + RETRY_AFTER)
 
     def retry(self) -> int:
-        """Write again the batches whose write failed, once their wait is over. Returns how many kills
-        this recorded. Errors are logged: the batch waits for the next try."""
+        """Handle again the pods whose handling failed before their kills were queued, and write again
+        the batches whose write failed, once their wait is over. Returns how many kills this recorded.
+        Errors are logged: what failed waits for the next try."""
         now = self._monotonic()
         with self._lock:
-            due = [key for key, at in self._retry_at.items() if at <= now]
+            later = [(what, again) for what, (again, at) in self._later.items() if at <= now]
+            for what, _ in later:
+                del self._later[what]
         recorded = 0
+        for what, again in later:
+            try:
+                recorded += again()
+            except Exception as exc:  # noqa: BLE001 - a passing failure put it back in `_later`
+                metrics.RECONCILE_ERRORS.labels(kind="kill retry").inc()
+                logger.warning("%s: handling failed again: %s", what, exc)
+        with self._lock:
+            due = [key for key, at in self._retry_at.items() if at <= now]
         for key in due:
             try:
                 recorded += self._drain(key)

@@ -37,6 +37,7 @@ from oomtuner.services import recommendations as recommendations_mod
 logger = logging.getLogger(__name__)
 
 SETTLE = "Settle"
+RETRY = datetime.timedelta(seconds=30)  # a look that failed on a passing API error is tried again after this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +148,11 @@ class Settler:
         for key in keys:
             try:
                 self._look(key)
-            except Exception as exc:  # noqa: BLE001 - an API error: looked at again at the next event or restart
+            except Exception as exc:  # noqa: BLE001 - a passing API error is tried again; others at the next event
                 metrics.RECONCILE_ERRORS.labels(kind="settle").inc()
+                if api.passing(exc):
+                    with self._lock:
+                        self._next.setdefault(key, self._clock() + RETRY)
                 logger.warning("%s: settling failed: %s", key, exc)
         return len(keys)
 
