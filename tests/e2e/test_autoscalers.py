@@ -124,5 +124,6 @@ def test_an_hpa_on_memory_means_no_patch_and_one_on_cpu_does_not(kube: api.Clien
     kube.delete(f"{HPAS.format(namespace=namespace)}/web-hpa")
     _hpa(kube, namespace, "cpu")
     pod = kit.running_pods(kube, namespace, "web")[0]
+    time.sleep(1)  # finishedAt is in whole seconds: a second kill of the container in the same second is the same kill
     inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
     kit.wait_for(lambda: _limit(kube, namespace) == "384Mi", timeout=60, what="the patch once nothing else sizes memory")

@@ -72,6 +72,16 @@ def _quiet_web(kube: api.Client, namespace: str, exporter: lab_exporter.Exporter
     return pod
 
 
+def _raised_in_auto(kube: api.Client, core_v1: Any, namespace: str, exporter: lab_exporter.Exporter,  # noqa: F811
+                    prometheus: lab_prometheus.Server) -> None:  # noqa: F811
+    """An Auto policy that settles after AFTER seconds; web's quiet pod OOM-killed, and the raise to
+    384Mi applied."""
+    _policy(kube, namespace, "Auto")
+    pod = _quiet_web(kube, namespace, exporter, prometheus)
+    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
+    kit.wait_for(lambda: _resources(kube, namespace)["limits"]["memory"] == "384Mi", what="the raise to 384Mi")
+
+
 def _settle(rec: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in (rec.get("status") or {}).get("conditions") or [] if c["type"] == "Settle"), {})
 
@@ -79,10 +89,7 @@ def _settle(rec: dict[str, Any]) -> dict[str, Any]:
 def test_auto_settles_its_raise_and_a_kill_after_settling_bumps_again(
         kube: api.Client, core_v1: Any, prom_operator: OperatorProcess, prometheus: lab_prometheus.Server,  # noqa: F811
         exporter: lab_exporter.Exporter, namespace: str) -> None:  # noqa: F811
-    _policy(kube, namespace, "Auto")
-    pod = _quiet_web(kube, namespace, exporter, prometheus)
-    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
-    kit.wait_for(lambda: _resources(kube, namespace)["limits"]["memory"] == "384Mi", what="the raise to 384Mi")
+    _raised_in_auto(kube, core_v1, namespace, exporter, prometheus)
 
     # No kill for AFTER seconds and usage well below: max(256Mi × 1.1, 150Mi × 1.1, 256Mi) = 282Mi, and
     # the request keeps its ratio (192Mi × 282/384 = 141Mi).
@@ -130,10 +137,7 @@ def test_recommend_shows_the_settle_and_an_approval_applies_it(
 def test_a_working_set_still_growing_after_the_raise_is_not_settled(
         kube: api.Client, core_v1: Any, prom_operator: OperatorProcess, prometheus: lab_prometheus.Server,  # noqa: F811
         exporter: lab_exporter.Exporter, namespace: str) -> None:  # noqa: F811
-    _policy(kube, namespace, "Auto")
-    pod = _quiet_web(kube, namespace, exporter, prometheus)
-    inject.oom_kill(core_v1, namespace=namespace, pod=pod["metadata"]["name"], container="app", at=kit.utc())
-    kit.wait_for(lambda: _resources(kube, namespace)["limits"]["memory"] == "384Mi", what="the raise to 384Mi")
+    _raised_in_auto(kube, core_v1, namespace, exporter, prometheus)
     new = kit.wait_for(lambda: [p for p in kube.list(f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "app=web"})
                                 if p["spec"]["containers"][0]["resources"]["limits"]["memory"] == "384Mi"], what="the new pod")[0]
     # The new pod's working set climbs 1Mi a second from 150Mi: at most about 250Mi when the raise is
