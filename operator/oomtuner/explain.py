@@ -12,6 +12,7 @@ from typing import IO, Any, Iterable, Sequence
 
 from oomtuner import inputs
 from oomtuner.api import core, policy, types
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import classify, kills, policies, qos, quantity, recommend, resources, timestamps, workload
 
 InputError = inputs.InputError
@@ -86,7 +87,7 @@ def load_policy(path: str, *, budget: inputs.Budget | None = None) -> policy.OOM
 
 def explain_pod(pod: core.Pod, *, node_memory: int | None, chosen: policy.OOMPolicy | None) -> dict[str, Any]:
     settings = chosen.spec.memory if chosen else policy.MemorySettings()
-    caps = recommend.Caps(policy_max_limit=quantity.parse_bytes(settings.maxLimit) if settings.maxLimit else None)
+    caps = domain_caps.Caps(policy_max_limit=quantity.parse_bytes(settings.maxLimit) if settings.maxLimit else None)
     found = kills.kills_from_pod(pod, node_memory_capacity=node_memory)
     by_container: dict[str, list[kills.OOMKill]] = {}
     for k in found:

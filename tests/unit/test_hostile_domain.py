@@ -9,6 +9,7 @@ import time
 import pytest
 
 from oomtuner.api import core, policy, types
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import kills, policies, qos, quantity, recommend, redaction, resources, timestamps
 
 MI = quantity.MIB
@@ -90,7 +91,7 @@ def test_a_real_cap_is_named_before_the_largest_quantity() -> None:
     current = recommend.ContainerResources(name="app", type=types.ContainerType.CONTAINER, request=None, limit=quantity.MAX_MEMORY)
     rec = recommend.recommend_container(current=current, kills=[_kill(quantity.MAX_MEMORY)],
                                         settings=policy.MemorySettings(), classifications=[types.Classification.LIMIT],
-                                        caps=recommend.Caps(policy_max_limit=quantity.MAX_MEMORY))
+                                        caps=domain_caps.Caps(policy_max_limit=quantity.MAX_MEMORY))
     assert rec.capped_by == "policy maxLimit 8Ei"
 
 

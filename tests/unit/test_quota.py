@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oomtuner.api import core, policy, types, workloads
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import kills, quota, recommend, workload
 from oomtuner.kube import api
 from oomtuner.services import caps as caps_service
@@ -263,7 +264,7 @@ def recommend_within(quotas: list[dict[str, Any]], *, current: recommend.Contain
     cap = quota.limit_headroom(room, containers=[current], request_policy=request_policy)
     return recommend.recommend_container(current=current, kills=[limit_kill(current)],
                                          settings=policy.MemorySettings(requestPolicy=request_policy),
-                                         caps=recommend.Caps(quota_headroom=cap))
+                                         caps=domain_caps.Caps(quota_headroom=cap))
 
 
 def test_a_quota_with_little_room_caps_the_recommendation() -> None:

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oomtuner.api import policy, types
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import kills, recommend
 
 UTC = datetime.timezone.utc
@@ -266,16 +267,16 @@ def test_classifications_must_pair_with_kills() -> None:
     ("kwargs", "expected_limit", "capped_by"),
     [
         ({"settings": policy.MemorySettings(maxLimit="300Mi")}, 300 * MI, "policy maxLimit 300Mi"),
-        ({"caps": recommend.Caps(policy_max_limit=320 * MI)}, 320 * MI, "policy maxLimit 320Mi"),
-        ({"caps": recommend.Caps(limit_range_max=330 * MI)}, 330 * MI, "LimitRange max 330Mi"),
-        ({"caps": recommend.Caps(quota_headroom=64 * MI)}, 320 * MI, "ResourceQuota headroom 64Mi"),
-        ({"caps": recommend.Caps(largest_node_allocatable=350 * MI)}, 350 * MI, "largest node allocatable 350Mi"),
+        ({"caps": domain_caps.Caps(policy_max_limit=320 * MI)}, 320 * MI, "policy maxLimit 320Mi"),
+        ({"caps": domain_caps.Caps(limit_range_max=330 * MI)}, 330 * MI, "LimitRange max 330Mi"),
+        ({"caps": domain_caps.Caps(quota_headroom=64 * MI)}, 320 * MI, "ResourceQuota headroom 64Mi"),
+        ({"caps": domain_caps.Caps(largest_node_allocatable=350 * MI)}, 350 * MI, "largest node allocatable 350Mi"),
         (
-            {"caps": recommend.Caps(limit_range_max=330 * MI, largest_node_allocatable=310 * MI), "settings": policy.MemorySettings(maxLimit="1Gi")},
+            {"caps": domain_caps.Caps(limit_range_max=330 * MI, largest_node_allocatable=310 * MI), "settings": policy.MemorySettings(maxLimit="1Gi")},
             310 * MI,
             "largest node allocatable 310Mi",
         ),
-        ({"caps": recommend.Caps(limit_range_max=GI)}, 384 * MI, None),
+        ({"caps": domain_caps.Caps(limit_range_max=GI)}, 384 * MI, None),
     ],
 )
 def test_caps_bound_the_limit_and_say_which(kwargs: dict[str, Any], expected_limit: int, capped_by: str | None) -> None:
@@ -293,7 +294,7 @@ def test_largest_node_caps_a_node_kill_request() -> None:
         current=resources(limit=None),
         kills=[kill(limit=None)],
         usage=recommend.Usage(peak=10 * GI),
-        caps=recommend.Caps(largest_node_allocatable=8 * GI),
+        caps=domain_caps.Caps(largest_node_allocatable=8 * GI),
     )
     assert result.request == 8 * GI
     assert result.limit == 8 * GI
@@ -560,7 +561,7 @@ USAGES = st.none() | st.builds(
     window=st.none() | st.timedeltas(min_value=datetime.timedelta(0), max_value=datetime.timedelta(days=7)),
 )
 CAPS = st.builds(
-    recommend.Caps,
+    domain_caps.Caps,
     policy_max_limit=MAYBE_SIZE,
     limit_range_max=MAYBE_SIZE,
     quota_headroom=st.none() | st.integers(min_value=0, max_value=8 * GI),
@@ -595,7 +596,7 @@ def test_recommendations_keep_their_promises(
     history: tuple[list[kills.OOMKill], list[types.Classification]],
     memory: policy.MemorySettings,
     usage: recommend.Usage | None,
-    caps: recommend.Caps,
+    caps: domain_caps.Caps,
 ) -> None:
     found, verdicts = history
     previous = data.draw(previous_recommendations(current))

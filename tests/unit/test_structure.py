@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / "operator" / "oomtuner"
 LIMITS = {"module": 400, "class": 200, "function": 60}
 # What is over its limit today, and how big it is. Only shrink these numbers.
 ALLOWED = {
-    "module domain/recommend.py": 574,
+    "module domain/recommend.py": 509,
     "function domain/recommend.py:recommend_container": 164,
     "function domain/recommend.py:_node_bump": 65,
 }

@@ -21,7 +21,7 @@ from oomtuner.api import types
 from oomtuner.domain import duration, kills, quantity
 from oomtuner.domain import usage as domain_usage
 
-# The heuristics (see `_suspected_leak`): kill lifetimes within ±50% of their median are "similar";
+# The heuristics (see `suspected`): kill lifetimes within ±50% of their median are "similar";
 # growth over the usage window of at least 25% of the limit is a "steady positive slope".
 LEAK_MIN_KILLS = 3
 LEAK_LIFETIME_TOLERANCE = fractions.Fraction(1, 2)
@@ -155,7 +155,7 @@ def _similar(lives: Sequence[_Life]) -> bool:
 def _similar_lifetimes(
     classified: Sequence[tuple[kills.OOMKill, types.Classification]], *, usage: Usage | None
 ) -> str | None:
-    """Rule (a) of `_suspected_leak`."""
+    """Rule (a) of `suspected`."""
     run = _raised_lives(classified)
     pattern = next(
         (run[first:] for first in range(len(run) - LEAK_MIN_KILLS + 1) if _similar(run[first:])), None
@@ -217,7 +217,7 @@ def _growth(usage: Usage | None) -> fractions.Fraction | None:
 
 
 def _growing_working_set(usage: Usage | None, base_limit: int | None) -> str | None:
-    """Rule (b) of `_suspected_leak`."""
+    """Rule (b) of `suspected`."""
     growth = _growth(usage)
     if growth is None or not base_limit or growth < LEAK_GROWTH_SHARE * base_limit:
         return None

@@ -5,7 +5,7 @@ that raises a Deployment's memory passes the server-side dry run, then the Repli
 the new pods ("exceeded quota") and the rollout stalls. So the recommendation stays within the room
 the quotas leave, and says so with phase Capped when it had to (README, "How a recommendation is computed").
 `headroom` reads the quota objects; `limit_headroom` turns its answer into
-`recommend.Caps.quota_headroom`, which bounds how much a container's limit may grow.
+`caps.Caps.quota_headroom`, which bounds how much a container's limit may grow.
 
 The rules follow how the quota admission plugin and the resourcequota controller charge pods
 (pkg/quota/v1/evaluator/core/pods.go):
@@ -213,7 +213,7 @@ def _limit_growth_within_request_room(
 def limit_headroom(
     room: Headroom, *, containers: Sequence[recommend.ContainerResources], request_policy: types.RequestPolicy
 ) -> int | None:
-    """How much each container's memory limit may grow: `recommend.Caps.quota_headroom`.
+    """How much each container's memory limit may grow: `caps.Caps.quota_headroom`.
 
     The `limits.memory` room bounds it directly. The `requests.memory` room bounds it through the
     request where the request follows the limit (a raised limit of a Limit kill): KeepRatio raises the

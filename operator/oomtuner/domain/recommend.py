@@ -8,14 +8,15 @@ reader of the OOMRecommendation can check it.
   rounded up to a MiB; the request follows `requestPolicy`.
 - A Node kill raises the request towards what the container really uses, so the scheduler reserves
   it, and gives a limit to a container that has none so it cannot take the node down again.
-- Caps (policy maxLimit, LimitRange max, ResourceQuota headroom, largest node allocatable) bound the
-  result; at a cap the phase is Capped and `capped_by` says which one. Nothing is ever recommended
-  above `quantity.MAX_MEMORY`, the largest whole MiB a quantity (int64) holds.
-- Resources are never lowered, below either the current values or an earlier recommendation:
-  downsizing is another tool's job.
+- Caps (policy maxLimit, LimitRange max, ResourceQuota headroom, largest node allocatable;
+  `domain.caps`) bound the result; at a cap the phase is Capped and `capped_by` says which one.
+  Nothing is ever recommended above `quantity.MAX_MEMORY`, the largest whole MiB a quantity (int64)
+  holds.
+- A kill never lowers resources, below either the current values or an earlier recommendation.
+  Lowering the operator's own raises once usage since is known is settle's (`domain.settle`).
 - Three or more Limit kills at successively raised limits, each after a similar lifetime, or a steady
   growth of the working set, make the phase SuspectedLeak: more memory only delays a leak. Lives that
-  are start-up, or kills that follow a daily cycle, do not count (`_suspected_leak`).
+  are start-up, or kills that follow a daily cycle, do not count (`leak.suspected`).
 
 All arithmetic is exact (integers and fractions); the same inputs always give the same output.
 """
@@ -30,36 +31,16 @@ import math
 from collections.abc import Sequence
 
 from oomtuner.api import policy, types
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import classify, kills, leak, quantity
 
 DEFAULT_MIN_INCREASE = 64 * quantity.MIB
-_LARGEST = (quantity.MAX_MEMORY, f"the largest memory a quantity holds ({quantity.format_bytes(quantity.MAX_MEMORY)})")
 # A Node-killed container without a limit gets one at this multiple of its request.
 NODE_LIMIT_TO_REQUEST = 2
 _EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 
 # Observed memory use: defined with the leak rules that read it, used here for the bump.
 Usage = leak.Usage
-
-
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    """Upper bounds in bytes; None means no such bound.
-
-    - `policy_max_limit`: the OOMPolicy's maxLimit (the policy's `memory.maxLimit` counts as well);
-    - `limit_range_max`: the namespace LimitRange's max memory for a container; bounds request and
-      limit;
-    - `quota_headroom`: how much more memory limit the namespace's ResourceQuota leaves for this
-      container (the caller divides the quota's free room by the number of replicas); the limit may
-      grow by at most this much over its current value;
-    - `largest_node_allocatable`: a container asking for more than the largest node can give would
-      never be scheduled; bounds request and limit.
-    """
-
-    policy_max_limit: int | None = None
-    limit_range_max: int | None = None
-    quota_headroom: int | None = None
-    largest_node_allocatable: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,52 +102,6 @@ def _min_increase(settings: policy.MemorySettings, notes: list[str]) -> int:
     return max(value, 0)
 
 
-def _limit_caps(
-    *, settings: policy.MemorySettings, caps: Caps, current: ContainerResources, notes: list[str]
-) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = [_LARGEST]
-    if settings.maxLimit is not None:
-        try:
-            value = quantity.parse_bytes(settings.maxLimit)
-            found.append((value, f"policy maxLimit {_h(value)}"))
-        except quantity.QuantityError as exc:
-            notes.append(f"policy maxLimit ignored ({exc})")
-    if caps.policy_max_limit is not None:
-        found.append((caps.policy_max_limit, f"policy maxLimit {_h(caps.policy_max_limit)}"))
-    if caps.limit_range_max is not None:
-        found.append((caps.limit_range_max, f"LimitRange max {_h(caps.limit_range_max)}"))
-    if caps.quota_headroom is not None:
-        value = (current.limit or 0) + max(caps.quota_headroom, 0)
-        found.append((value, f"ResourceQuota headroom {_h(max(caps.quota_headroom, 0))}"))
-    if caps.largest_node_allocatable is not None:
-        found.append(
-            (caps.largest_node_allocatable, f"largest node allocatable {_h(caps.largest_node_allocatable)}")
-        )
-    return found
-
-
-def _request_caps(caps: Caps) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = [_LARGEST]
-    if caps.limit_range_max is not None:
-        found.append((caps.limit_range_max, f"LimitRange max {_h(caps.limit_range_max)}"))
-    if caps.largest_node_allocatable is not None:
-        found.append(
-            (caps.largest_node_allocatable, f"largest node allocatable {_h(caps.largest_node_allocatable)}")
-        )
-    return found
-
-
-def _apply_caps(value: int, bounds: Sequence[tuple[int, str]]) -> tuple[int, str | None]:
-    """The value bounded by the smallest cap, and that cap's description if it bound (first on ties,
-    so a real cap is named before `_LARGEST`, which comes first in the list only to be found last)."""
-    if not bounds:
-        return value, None
-    smallest = min(bounds, key=lambda bound: (bound[0], bound is _LARGEST))
-    if value > smallest[0]:
-        return smallest[0], smallest[1]
-    return value, None
-
-
 def _summary(classified: Sequence[tuple[kills.OOMKill, types.Classification]], classification: types.Classification) -> str:
     count = len(classified)
     limits = {k.limit_at_kill for k, _c in classified}
@@ -191,7 +126,7 @@ def recommend_container(
     kills: Sequence[kills.OOMKill],
     settings: policy.MemorySettings,
     usage: Usage | None = None,
-    caps: Caps = Caps(),
+    caps: domain_caps.Caps = domain_caps.NO_CAPS,
     previous: ContainerRecommendation | None = None,
     classifications: Sequence[types.Classification] | None = None,
     in_force: ContainerResources | None = None,
@@ -221,9 +156,9 @@ def recommend_container(
     Limit kill without any container limit (the pod-level limit was hit): the container's values do
     not change; the reason says to raise the pod's limit.
 
-    Then caps (see `Caps`; the phase becomes Capped), then never-lower (at least the current values and
+    Then caps (see `caps.Caps`; the phase becomes Capped), then never-lower (at least the current values and
     `previous`, which wins over a cap that is below them); an existing request above the limit lifts
-    the limit, a new one is held at the limit. Leak suspicion (`_suspected_leak`) sets the phase
+    the limit, a new one is held at the limit. Leak suspicion (`leak.suspected`) sets the phase
     SuspectedLeak and keeps the values, for a manual approval. No kills: nothing changes.
     Raises ValueError if `classifications` does not pair up with `kills`.
     """
@@ -285,8 +220,8 @@ def recommend_container(
     min_increase = _min_increase(settings, notes)
     peak = usage.peak if usage is not None else None
     p95 = usage.p95 if usage is not None else None
-    limit_bounds = _limit_caps(settings=settings, caps=caps, current=current, notes=notes)
-    request_bounds = _request_caps(caps)
+    limit_bounds = domain_caps.limit_bounds(settings=settings, caps=caps, current_limit=current.limit, notes=notes)
+    request_bounds = domain_caps.request_bounds(caps)
     capped_by: str | None = None
 
     request: int | None
@@ -309,7 +244,7 @@ def recommend_container(
         label, raw = max(options, key=lambda option: option[1])
         wanted = quantity.round_up_mib(raw)
         notes.append(f"{label} = {_h(wanted)}" + (" (rounded up to a MiB)" if wanted != raw else ""))
-        limit, capped_by = _apply_caps(wanted, limit_bounds)
+        limit, capped_by = domain_caps.bound(wanted, limit_bounds)
         if capped_by is not None:
             notes.append(f"capped by {capped_by}")
         request = _follow_limit(
@@ -466,7 +401,7 @@ def _node_bump(
         notes.append(f"no request and no usage history: request starts at minIncrease {_h(wanted)}")
 
     capped_by: str | None = None
-    request, capped_by = _apply_caps(wanted, request_bounds)
+    request, capped_by = domain_caps.bound(wanted, request_bounds)
     limit: int | None
     if current.limit is not None:
         limit = max(current.limit, request)
@@ -483,7 +418,7 @@ def _node_bump(
                else f"{NODE_LIMIT_TO_REQUEST} × request")
         notes.append(f"no memory limit: recommending {_h(proposed)} ({why}) so it can no longer take the node down")
     if limit is not None:
-        limit, limit_capped = _apply_caps(limit, limit_bounds)
+        limit, limit_capped = domain_caps.bound(limit, limit_bounds)
         capped_by = capped_by or limit_capped
         if request > limit:
             request = limit

@@ -12,6 +12,7 @@ import datetime
 from typing import Mapping, Sequence
 
 from oomtuner.api import policy, recommendation, types
+from oomtuner.domain import caps as domain_caps
 from oomtuner.domain import held, ledger, quantity, recommend, resources, timestamps
 
 
@@ -131,7 +132,7 @@ def recompute(
     containers: Sequence[recommend.ContainerResources],
     chosen: policy.OOMPolicy | None,
     mode: types.Mode,
-    caps: recommend.Caps,
+    caps: domain_caps.Caps,
     usage: UsageFacts,
     added: Sequence[ledger.Classified],
     generation: int | None,
@@ -181,7 +182,7 @@ def _containers(
     containers: Sequence[recommend.ContainerResources],
     chosen: policy.OOMPolicy | None,
     mode: types.Mode,
-    caps: recommend.Caps,
+    caps: domain_caps.Caps,
     usage: UsageFacts,
     added: Sequence[ledger.Classified],
 ) -> tuple[list[recommend.ContainerRecommendation], list[recommendation.ContainerStatus]]:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from oomtuner.api import policy
 from oomtuner.domain import caps as domain_caps
-from oomtuner.domain import quota, recommend, resources, workload
+from oomtuner.domain import quota, resources, workload
 from oomtuner.kube import api
 from oomtuner.services import nodes as nodes_mod
 
@@ -36,9 +36,9 @@ class Caps:
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
-    def for_workload(self, target: workload.Workload, chosen: policy.OOMPolicy | None) -> recommend.Caps:
+    def for_workload(self, target: workload.Workload, chosen: policy.OOMPolicy | None) -> domain_caps.Caps:
         settings = chosen.spec.memory if chosen else policy.MemorySettings()
-        return recommend.Caps(
+        return domain_caps.Caps(
             policy_max_limit=resources.bytes_or_none(settings.maxLimit),
             limit_range_max=self.limit_range_max(target.namespace),
             quota_headroom=self.quota_headroom(target, settings),
